@@ -23,7 +23,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-LOOPBACK_NETWORKS = ("127.0.0.1/32",)
+ADMIN_LOOPBACK = "127.0.0.1"  # where the deploy's admin connection arrives, also over SSH
+LOOPBACK_NETWORKS = (f"{ADMIN_LOOPBACK}/32",)
 ENV_FILE_MODES = ("0600", "0640")
 
 
@@ -157,6 +158,9 @@ def _parse_cluster(r: _Reader) -> ClusterConfig:
                 f"{r.key('listen_addresses')}[{i}]", f"{value!r} is not an IP address",
                 "list this host's own addresses (no '*', no host names)",
             )
+    if ipaddress.ip_address(ADMIN_LOOPBACK) not in listen:
+        r.fail(r.key("listen_addresses"), f"lacks {ADMIN_LOOPBACK}",
+               f"add {ADMIN_LOOPBACK}: the deploy's admin connection arrives over loopback")
     connect_host = r.get("connect_host", str, str(listen[0]))
     cert = r.get("ssl_cert_file", str, None)
     key = r.get("ssl_key_file", str, None)

@@ -104,3 +104,11 @@ def first_match(rules_: list[HbaRule], *, ssl: bool, database: str, user: str, a
         if rule.matches(ssl=ssl, database=database, user=user, address=net):
             return rule
     return None
+
+
+def template_context(site: Site) -> dict:
+    """What ``templates/pg_hba.conf.j2`` renders: the rules and a column layout fitting them."""
+    out = rules(site)
+    db_width = max(len(r.columns[1]) for r in out)
+    user_width = max(len(r.columns[2]) for r in out)
+    return {"site": site, "rules": out, "fmt": f"%-9s %-{db_width}s %-{user_width}s %-18s %s"}

@@ -1,0 +1,45 @@
+"""ZeroUI DB plane deploy: ``pyinfra inventories/pilot.py deploy.py``.
+
+On the workstation group: PostgreSQL, one cluster, pg_hba from the plane contract, the
+admin role, then the three plane databases with their roles and privileges. On each
+service group's hosts: that plane's env file. Inventory values are validated before
+any operation is added, so a bad value changes nothing anywhere.
+"""
+
+from pyinfra import host, inventory
+from pyinfra.operations import files
+
+from zeroui_db import contract, hba
+from zeroui_db.operations import cluster, envfile, planes, roles
+from zeroui_db.site import SERVER_GROUP, load_site, server_plan
+from zeroui_db.templates import template_path
+
+site, store = load_site(inventory)
+
+if host in inventory.get_group(SERVER_GROUP, []):
+    plan = server_plan(site, host)
+    pg = plan.layout
+
+    cluster.packages(name=f"PostgreSQL {pg.version} packages", version=pg.version)
+    cluster.present(name=f"Cluster {pg.version}/{pg.name} on port {pg.port}", cluster=pg)
+    cluster.certificate(name="TLS certificate", cluster=pg, common_name=site.cluster.connect_host)
+    files.template(
+        name="postgresql.conf",
+        src=template_path("postgresql.conf.j2"), dest=pg.postgresql_conf,
+        user="postgres", group="postgres", mode="644",
+        site=site, cluster=pg, listen_addresses=[str(a) for a in site.cluster.listen_addresses],
+        ssl_cert_file=pg.ssl_cert_file, ssl_key_file=pg.ssl_key_file,
+    )
+    files.template(
+        name="pg_hba.conf (plane boundaries)",
+        src=template_path("pg_hba.conf.j2"), dest=pg.pg_hba_conf,
+        user="postgres", group="postgres", mode="640",
+        **hba.template_context(site),
+    )
+    cluster.running(name="Cluster running with current configuration", cluster=pg)
+    roles.admin(name=f"Admin role {contract.ADMIN_ROLE}", cluster=pg, store=store)
+    planes.converged(name="Plane databases, roles and privileges", port=pg.port, store=store)
+
+for group in contract.SERVICE_GROUPS:
+    if host in inventory.get_group(group.key, []):
+        envfile.plane_url(name=f"{group.plane.env_var} env file", site=site, plane=group.plane, store=store)

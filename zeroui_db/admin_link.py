@@ -1,0 +1,92 @@
+"""The admin role's connection from the control machine to the cluster.
+
+On ``@local`` it is a TLS connection to the server's loopback address. When pyinfra
+deploys over SSH, the same connection is carried through pyinfra's own SSH session
+(a ``direct-tcpip`` channel to the server's loopback), so the admin role never needs
+to be reachable from the operator's network and pg_hba keeps it on loopback.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+from . import contract
+from .catalog import Connect
+
+LOOPBACK = "127.0.0.1"
+
+
+def connect_kwargs(port: int, password: str, dbname: str, host: str = LOOPBACK) -> dict:
+    # The password is handed to libpq in-process: never on a command line.
+    return {
+        "host": host, "port": port, "dbname": dbname, "user": contract.ADMIN_ROLE,
+        "password": password, "sslmode": "require", "connect_timeout": 10,
+        "application_name": "zeroui-deploy", "autocommit": True,
+    }
+
+
+@contextmanager
+def admin_connect(host, port: int, password: str) -> Iterator[Connect]:
+    """Yield a function opening admin connections to ``port`` on ``host``'s loopback."""
+    with _reach(host, port) as (address, local_port):
+        yield lambda dbname: psycopg.connect(**connect_kwargs(local_port, password, dbname, address))
+
+
+@contextmanager
+def _reach(host, port: int) -> Iterator[tuple[str, int]]:
+    client = getattr(host.connector, "client", None)
+    transport = client.get_transport() if client is not None else None
+    if transport is None:  # @local
+        yield LOOPBACK, port
+        return
+    with _Forwarder(transport, port) as local_port:
+        yield LOOPBACK, local_port
+
+
+class _Forwarder:
+    """A local listening socket whose connections are piped into SSH channels.
+
+    Written by hand because paramiko offers channels but no local port forwarder, and
+    reusing pyinfra's authenticated session avoids a second SSH login; the ``sshtunnel``
+    package would open its own.
+    """
+
+    def __init__(self, transport, remote_port: int):
+        self.transport, self.remote_port = transport, remote_port
+        self.server = socket.create_server((LOOPBACK, 0))
+
+    def __enter__(self) -> int:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self.server.getsockname()[1]
+
+    def __exit__(self, *exc) -> None:
+        self.server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, peer = self.server.accept()
+            except OSError:  # closed by __exit__
+                return
+            channel = self.transport.open_channel("direct-tcpip", (LOOPBACK, self.remote_port), peer)
+            threading.Thread(target=_pipe, args=(sock, channel), daemon=True).start()
+            threading.Thread(target=_pipe, args=(channel, sock), daemon=True).start()
+
+
+def _pipe(src, dst) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for end in (src, dst):
+            try:
+                end.close()
+            except OSError:
+                pass

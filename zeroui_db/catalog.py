@@ -1,0 +1,110 @@
+"""Reading a cluster's catalog into a :class:`~zeroui_db.grants.Catalog`, and applying steps.
+
+Everything here runs as the admin role over an ordinary TLS connection, as it would
+against a managed database: one query on the maintenance database for roles,
+memberships and database ACLs, and one per existing plane database for its schema and
+default privileges.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+import psycopg
+
+from . import contract
+from .grants import Catalog, DatabaseState, Grants, Step
+
+Connect = Callable[[str], psycopg.Connection]  # database name -> open admin connection
+
+_CLUSTER_QUERY = """
+SELECT
+  (SELECT coalesce(json_object_agg(rolname, json_build_object(
+      'super', rolsuper, 'createdb', rolcreatedb, 'createrole', rolcreaterole,
+      'replication', rolreplication, 'inherit', rolinherit, 'canlogin', rolcanlogin)), '{}')
+   FROM pg_roles WHERE rolname = ANY(%(roles)s)),
+  (SELECT coalesce(json_agg(r.rolname), '[]')
+   FROM pg_auth_members am JOIN pg_roles r ON r.oid = am.roleid
+   WHERE am.member = (SELECT oid FROM pg_roles WHERE rolname = %(admin)s)),
+  (SELECT coalesce(json_object_agg(d.datname, json_build_object(
+      'owner', pg_get_userbyid(d.datdba),
+      'acl', (SELECT json_agg(json_build_array(
+                CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type))
+              FROM aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a))), '{}')
+   FROM pg_database d WHERE d.datname = ANY(%(databases)s))
+"""
+
+_DATABASE_QUERY = """
+SELECT
+  (SELECT json_agg(json_build_array(
+      CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type))
+   FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+   WHERE n.nspname = %(schema)s),
+  (SELECT coalesce(json_agg(json_build_array(pg_get_userbyid(a.grantee), d.defaclobjtype, a.privilege_type)), '[]')
+   FROM pg_default_acl d, aclexplode(d.defaclacl) a
+   WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %(owner)s) AND d.defaclnamespace = 0)
+"""
+
+
+def _grants(pairs: Iterable[list[str]] | None) -> Grants:
+    out: dict[str, set[str]] = defaultdict(set)
+    for grantee, privilege in pairs or ():
+        out[grantee].add(privilege)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def read(connect: Connect, counter: list[int] | None = None) -> Catalog:
+    """Observe the cluster. ``counter`` (if given) counts SQL round trips."""
+    planes = contract.POSTGRES_PLANES
+    roles = [contract.ADMIN_ROLE, *(r for p in planes for r in p.roles)]
+    with connect(contract.MAINTENANCE_DB) as conn:
+        row = conn.execute(_CLUSTER_QUERY, {
+            "roles": roles, "admin": contract.ADMIN_ROLE, "databases": [p.store for p in planes],
+        }).fetchone()
+    _count(counter)
+    role_attrs, members, databases = row
+    catalog = Catalog(
+        roles=role_attrs,
+        admin_member_of=frozenset(members),
+        databases={name: DatabaseState(d["owner"], _grants(d["acl"])) for name, d in databases.items()},
+    )
+    for plane in planes:
+        state = catalog.databases.get(plane.store)
+        # The admin reads a plane database as a member of its owner; until it is one,
+        # the database is treated as freshly created (the plan grants membership first).
+        if state is None or plane.owner_role not in catalog.admin_member_of:
+            continue
+        with connect(plane.store) as conn:
+            schema_acl, default_acl = conn.execute(
+                _DATABASE_QUERY, {"schema": "public", "owner": plane.owner_role}).fetchone()
+        _count(counter)
+        state.schema_acl = _grants(schema_acl)
+        by_grantee: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        for grantee, objtype, privilege in default_acl:
+            by_grantee[grantee][objtype].add(privilege)
+        state.default_acl = {g: {t: frozenset(p) for t, p in types.items()} for g, types in by_grantee.items()}
+    return catalog
+
+
+def apply(connect: Connect, steps: list[Step], log: Callable[[str], None] = lambda _: None) -> None:
+    """Run steps in order, one connection per database, each statement on its own
+    (CREATE DATABASE cannot run in a transaction; a re-run converges after a failure)."""
+    conns: dict[str, psycopg.Connection] = {}
+    try:
+        for step in steps:
+            conn = conns.get(step.database)
+            if conn is None:
+                conn = conns[step.database] = connect(step.database)
+            log(step.summary)
+            conn.execute(step.statement)
+            if step.after:
+                step.after()
+    finally:
+        for conn in conns.values():
+            conn.close()
+
+
+def _count(counter: list[int] | None) -> None:
+    if counter is not None:
+        counter[0] += 1

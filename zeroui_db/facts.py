@@ -1,0 +1,114 @@
+"""pyinfra facts about the PostgreSQL host. Each tolerates absence (no packages, no
+cluster yet) so that ``--dry`` works on a fresh host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyinfra.api import FactBase
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    version: int
+    name: str
+    port: int
+    online: bool
+    data_directory: str
+
+
+class PostgresClusters(FactBase):
+    """
+    Clusters known to postgresql-common (``pg_lsclusters``), online or not:
+
+    .. code:: python
+
+        [ClusterInfo(version=15, name="main", port=5432, online=False, data_directory="/var/lib/...")]
+    """
+
+    default = list
+
+    def requires_command(self) -> str:
+        return "pg_lsclusters"
+
+    def command(self) -> str:
+        return "pg_lsclusters --no-header"
+
+    def process(self, output):
+        clusters = []
+        for line in output:
+            fields = line.split()
+            if len(fields) >= 6 and fields[0].isdigit():
+                clusters.append(ClusterInfo(
+                    int(fields[0]), fields[1], int(fields[2]), fields[3].startswith("online"), fields[5],
+                ))
+        return clusters
+
+
+class DistroPostgresMajor(FactBase):
+    """
+    The PostgreSQL major this distribution ships (``15`` on Debian 12), or None.
+    """
+
+    default = lambda self: None  # noqa: E731
+
+    def command(self) -> str:
+        # postgresql-common knows once installed; before that, the package index does.
+        return (
+            "if [ -x /usr/share/postgresql-common/supported_versions ]; then "
+            "/usr/share/postgresql-common/supported_versions; "
+            "else apt-cache show --no-all-versions postgresql 2>/dev/null "
+            "| sed -n 's/^Depends: postgresql-\\([0-9][0-9]*\\).*/\\1/p'; fi"
+        )
+
+    def process(self, output):
+        majors = [int(line) for line in output if line.strip().isdigit()]
+        return max(majors) if majors else None
+
+
+@dataclass(frozen=True)
+class ServerState:
+    reachable: bool  # answered on its socket
+    conf_load_time: float  # when it last read postgresql.conf / pg_hba.conf
+    pending_restart: int  # settings changed on disk that only a restart applies
+    hba_errors: tuple[str, ...]  # pg_hba_file_rules errors of the file on disk
+    file_mtimes: dict[str, float]  # config files -> modification time
+
+
+class ClusterServerState(FactBase):
+    """
+    What a running cluster has loaded, asked as the superuser over the local socket.
+    Run it with ``_su_user="postgres"``; None when the cluster is not online.
+    """
+
+    default = lambda self: None  # noqa: E731
+
+    def command(self, version: int, name: str, port: int, files: tuple[str, ...]) -> str:
+        query = (
+            "SELECT extract(epoch FROM pg_conf_load_time()),"
+            " (SELECT count(*) FROM pg_settings WHERE pending_restart),"
+            " (SELECT string_agg('line ' || line_number || ': ' || error, '; ')"
+            "  FROM pg_hba_file_rules WHERE error IS NOT NULL)"
+        )
+        paths = " ".join(files)
+        return (
+            f"pg_lsclusters --no-header {version} {name} 2>/dev/null | grep -q online || exit 0; "
+            f"echo server=$(psql -XAtq -F '|' -p {port} -d postgres -c \"{query}\" 2>/dev/null); "
+            f"stat -c 'mtime=%.9Y %n' {paths} 2>/dev/null; true"
+        )
+
+    def process(self, output):
+        server, mtimes = "", {}
+        for line in output:
+            if line.startswith("server="):
+                server = line[len("server="):]
+            elif line.startswith("mtime="):
+                stamp, path = line[len("mtime="):].split(" ", 1)
+                mtimes[path] = float(stamp)
+        if not server and not mtimes:
+            return None
+        if not server:
+            return ServerState(False, 0.0, 0, (), mtimes)
+        load_time, pending, errors = server.split("|")
+        return ServerState(True, float(load_time), int(pending), tuple(e for e in errors.split("; ") if e), mtimes)
+

@@ -1,0 +1,129 @@
+"""Operations for the PostgreSQL server host: packages, the cluster, its TLS certificate
+and its run state. All read the host through named facts and yield nothing when the
+host already matches."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import OperationError, QuoteString, StringCommand, operation
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.files import File
+from pyinfra.operations import apt
+
+from ..facts import ClusterServerState, PostgresClusters
+from ..layout import ClusterLayout
+
+
+@operation()
+def packages(version: int):
+    """
+    Install the PostgreSQL server and client of ``version``, and openssl, if missing.
+
+    **Example:**
+
+    .. code:: python
+
+        cluster.packages(name="Install PostgreSQL", version=15)
+    """
+    wanted = [f"postgresql-{version}", f"postgresql-client-{version}", "openssl"]
+    installed = host.get_fact(DebPackages)
+    missing = [p for p in wanted if p not in installed]
+    if missing:
+        # Refresh the index only when something is to be installed: a no-op run stays one.
+        yield from apt.update._inner()
+        yield from apt.packages._inner(packages=missing)
+
+
+@operation()
+def present(cluster: ClusterLayout):
+    """
+    Create the cluster if absent; an existing cluster of that name is adopted.
+
+    **Example:**
+
+    .. code:: python
+
+        cluster.present(name="Create the cluster", cluster=layout)
+    """
+    known = host.get_fact(PostgresClusters)
+    if any(c.version == cluster.version and c.name == cluster.name for c in known):
+        return
+    yield StringCommand(
+        "pg_createcluster", "--port", str(cluster.port), "--locale", "C.UTF-8", "--encoding", "UTF8",
+        str(cluster.version), cluster.name, "--", "--auth-local=peer", "--auth-host=scram-sha-256",
+    )
+
+
+@operation()
+def certificate(cluster: ClusterLayout, common_name: str):
+    """
+    Generate a self-signed server certificate when the cluster has none configured.
+
+    **Example:**
+
+    .. code:: python
+
+        cluster.certificate(name="TLS certificate", cluster=layout, common_name="db.example")
+    """
+    if not cluster.generate_certificate:
+        return
+    if host.get_fact(File, path=cluster.ssl_cert_file) and host.get_fact(File, path=cluster.ssl_key_file):
+        return
+    # The key is created 0600 by openssl's umask handling before any byte is written.
+    yield StringCommand(
+        "umask 077 &&", "openssl", "req", "-x509", "-newkey", "rsa:3072", "-nodes", "-days", "3650",
+        "-subj", QuoteString(f"/CN={common_name}"),
+        "-keyout", QuoteString(cluster.ssl_key_file), "-out", QuoteString(cluster.ssl_cert_file),
+        "2>/dev/null", "&&", "chown", "postgres:postgres",
+        QuoteString(cluster.ssl_key_file), QuoteString(cluster.ssl_cert_file),
+        "&&", "chmod", "0644", QuoteString(cluster.ssl_cert_file),
+    )
+
+
+@operation()
+def running(cluster: ClusterLayout):
+    """
+    Start the cluster, or make it load changed configuration: reload when only
+    reloadable settings or pg_hba changed, restart when a setting needs it.
+
+    A bad pg_hba.conf is refused before any reload: PostgreSQL would keep its old rules
+    silently, so the operation fails and names the lines instead.
+
+    **Example:**
+
+    .. code:: python
+
+        cluster.running(name="Run the cluster", cluster=layout)
+    """
+    ctl = ("pg_ctlcluster", str(cluster.version), cluster.name)
+    state = host.get_fact(
+        ClusterServerState, version=cluster.version, name=cluster.name, port=cluster.port,
+        files=cluster.config_files, _su_user="postgres",
+    )
+    if state is None:
+        yield StringCommand(*ctl, "start")
+        return
+    if not state.reachable:  # online but not on the configured port: the port changed
+        yield StringCommand(*ctl, "restart")
+        return
+    stale = [path for path, mtime in state.file_mtimes.items() if mtime > state.conf_load_time]
+    if not stale and not state.pending_restart:
+        return
+    if state.hba_errors:
+        raise OperationError(
+            f"{cluster.pg_hba_conf} has errors ({'; '.join(state.hba_errors)}); "
+            "the server keeps its previous rules and was not reloaded",
+        )
+    # pg_ctlcluster reload only signals the server; wait until it has re-read its files,
+    # then restart only if a setting reports that it needs one.
+    v, n, port = cluster.version, cluster.name, cluster.port
+    query = (
+        f"SELECT extract(epoch FROM pg_conf_load_time()) > {state.conf_load_time},"
+        " (SELECT count(*) FROM pg_settings WHERE pending_restart)"
+    )
+    yield (
+        f"pg_ctlcluster {v} {n} reload && for i in $(seq 100); do "
+        f"case $(runuser -u postgres -- psql -XAtq -p {port} -d postgres -c '{query}') in "
+        f"'t|0') exit 0;; t*) exec pg_ctlcluster {v} {n} restart;; esac; sleep 0.1; done; "
+        f"echo 'cluster {v}/{n} did not reload within 10 s' >&2; exit 1"
+    )

@@ -1,0 +1,57 @@
+"""Everything a deploy needs to know about one host, checked before anything runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import contract
+from .config import ConfigError, Site, parse_site
+from .facts import DistroPostgresMajor, PostgresClusters
+from .layout import ClusterLayout, layout
+from .secret_store import SecretStore
+
+# The inventory group whose hosts run the PostgreSQL cluster.
+SERVER_GROUP = "workstation"
+# Every password the deploy manages: the admin role's and each plane's login roles.
+MANAGED_ROLES = (contract.ADMIN_ROLE, *(r for p in contract.POSTGRES_PLANES for r in p.login_roles))
+
+
+def site_data(inventory) -> dict:
+    """The inventory's one ``zeroui`` dict, whichever group carries it."""
+    found = [h.data.get("zeroui") for h in inventory if h.data.get("zeroui") is not None]
+    if found and any(d is not found[0] and d != found[0] for d in found):
+        raise ConfigError("?", "zeroui", "differs between hosts", "define it once, on the workstation group")
+    return found[0] if found else None
+
+
+def load_site(inventory) -> tuple[Site, SecretStore]:
+    site = parse_site(site_data(inventory))
+    store = SecretStore(site.name)
+    store.ensure(MANAGED_ROLES)
+    return site, store
+
+
+@dataclass(frozen=True)
+class ServerPlan:
+    layout: ClusterLayout
+    adopted: bool
+
+
+def server_plan(site: Site, host) -> ServerPlan:
+    """Resolve the cluster on ``host`` and refuse a port held by another cluster."""
+    version = site.cluster.version or host.get_fact(DistroPostgresMajor)
+    if version is None:
+        raise ConfigError(
+            site.name, "cluster.version", f"the distribution's PostgreSQL major is unknown on {host.name}",
+            "set cluster.version, or run apt-get update on that host",
+        )
+    clusters = host.get_fact(PostgresClusters)
+    mine = next((c for c in clusters if (c.version, c.name) == (version, site.cluster.name)), None)
+    for other in clusters:
+        if other is not mine and other.port == site.cluster.port:
+            raise ConfigError(
+                site.name, "cluster.port",
+                f"{site.cluster.port} is held by cluster {other.version}/{other.name} on {host.name}",
+                f"choose a free port, or adopt that cluster with cluster.name '{other.name}'",
+            )
+    return ServerPlan(layout(site.cluster, version, mine.data_directory if mine else None), mine is not None)
