@@ -83,7 +83,7 @@ class ClusterServerState(FactBase):
 
     default = lambda self: None  # noqa: E731
 
-    def command(self, version: int, name: str, port: int, files: tuple[str, ...]) -> str:
+    def command(self, version: int, cluster: str, port: int, files: tuple[str, ...]) -> str:
         query = (
             "SELECT extract(epoch FROM pg_conf_load_time()),"
             " (SELECT count(*) FROM pg_settings WHERE pending_restart),"
@@ -92,7 +92,7 @@ class ClusterServerState(FactBase):
         )
         paths = " ".join(files)
         return (
-            f"pg_lsclusters --no-header {version} {name} 2>/dev/null | grep -q online || exit 0; "
+            f"pg_lsclusters --no-header {version} {cluster} 2>/dev/null | grep -q online || exit 0; "
             f"echo server=$(psql -XAtq -F '|' -p {port} -d postgres -c \"{query}\" 2>/dev/null); "
             f"stat -c 'mtime=%.9Y %n' {paths} 2>/dev/null; true"
         )

@@ -97,7 +97,7 @@ def running(cluster: ClusterLayout):
     """
     ctl = ("pg_ctlcluster", str(cluster.version), cluster.name)
     state = host.get_fact(
-        ClusterServerState, version=cluster.version, name=cluster.name, port=cluster.port,
+        ClusterServerState, version=cluster.version, cluster=cluster.name, port=cluster.port,
         files=cluster.config_files, _su_user="postgres",
     )
     if state is None:

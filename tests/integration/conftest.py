@@ -1,0 +1,89 @@
+"""Fixtures for integration tests: run as root, on real PostgreSQL and network namespaces.
+
+Everything made here (clusters, namespaces, sshd, files) is removed afterwards, also
+when a test fails; leftovers of a crashed earlier run are removed first.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from clusters import drop_cluster, drop_stale_test_clusters, free_port, unique_cluster_name
+from deployment import Deployment
+from lab import Lab
+
+from zeroui_db import contract
+
+SUBNET = "198.51.100.0/24"
+# Client hosts of the lab: one per client group, plus an intruder that is in no group.
+CLIENT_HOSTS = {
+    contract.IDE_LAPTOPS.key: "198.51.100.11",
+    contract.TENANT_SERVICES.key: "198.51.100.12",
+    contract.PRODUCT_SERVICES.key: "198.51.100.13",
+    contract.SHARED_SERVICES.key: "198.51.100.14",
+    "intruder": "198.51.100.66",
+}
+WORKSTATION_NS_ADDRESS = "198.51.100.2"  # the SSH-deployed workstation
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="integration tests need root (clusters, network namespaces)")
+        for item in items:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def version() -> int:
+    """The PostgreSQL major installed here (the deploy installs it if missing)."""
+    from subprocess import run
+    out = run(["/usr/share/postgresql-common/supported_versions"], capture_output=True, text=True)
+    return int(out.stdout.split()[-1])
+
+
+@pytest.fixture(scope="session")
+def lab():
+    drop_stale_test_clusters()
+    with Lab(prefix="zt", subnet=SUBNET) as lab:
+        for name, address in CLIENT_HOSTS.items():
+            lab.add_host(name, address)
+        lab.add_host("workstation", WORKSTATION_NS_ADDRESS)
+        yield lab
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    path = Path(tempfile.mkdtemp(prefix="zt-work-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def client_networks(admin: list[str]) -> dict[str, list[str]]:
+    nets = {group: [f"{address}/32"] for group, address in CLIENT_HOSTS.items() if group != "intruder"}
+    return {**nets, contract.ADMIN_HOSTS.key: admin}
+
+
+def new_deployment(workdir: Path, version: int, server_address: str, tag: str) -> Deployment:
+    base = workdir / tag
+    base.mkdir()
+    return Deployment(
+        workdir=base, site=f"zt-{tag}", version=version, cluster=unique_cluster_name(), port=free_port(),
+        server_address=server_address, env_dir=base / "env", secrets_dir=base / "secrets",
+    )
+
+
+@pytest.fixture(scope="session")
+def local_site(lab, workdir, version):
+    """The pilot deployed on @local: the server listens on loopback and the lab bridge."""
+    d = new_deployment(workdir, version, lab.bridge_address, "local")
+    d.write_inventory(client_networks(["127.0.0.1/32"]), listen=["127.0.0.1", lab.bridge_address])
+    try:
+        d.first_run = d.deploy()
+        yield d
+    finally:
+        drop_cluster(d.version, d.cluster)
