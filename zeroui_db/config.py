@@ -72,6 +72,9 @@ class Site:
         return self.clients[group.key]
 
 
+_KIND_NAMES = {int: "a whole number", str: "a string", list: "a list", dict: "a dict"}
+
+
 class _Reader:
     """Walks one dict, tracking the dotted key path for messages."""
 
@@ -100,8 +103,9 @@ class _Reader:
         value = self.data[name]
         # bool is an int in Python; a port of True is a typo, not a number.
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            self.fail(self.key(name), f"expected {names}, got {value!r}", hint or f"write a {names}")
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            names = " or ".join(_KIND_NAMES[k] for k in kinds)
+            self.fail(self.key(name), f"expected {names}, got {value!r}", hint or f"write {names}")
         return value
 
     def child(self, name: str, default: Any = ...) -> _Reader:

@@ -48,8 +48,8 @@ def version() -> int:
 
 @pytest.fixture(scope="session")
 def lab():
-    drop_stale_test_clusters()
     with Lab(prefix="zt", subnet=SUBNET) as lab:
+        drop_stale_test_clusters()  # under the lab's lock: no other run is using them
         for name, address in CLIENT_HOSTS.items():
             lab.add_host(name, address)
         lab.add_host("workstation", WORKSTATION_NS_ADDRESS)

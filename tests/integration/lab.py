@@ -11,6 +11,7 @@ namespace joined to the bridge by a veth pair.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import ipaddress
 import json
@@ -93,6 +94,10 @@ class Lab:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> "Lab":
+        # One lab per machine at a time: a second test run (or the benchmark) waits here
+        # instead of tearing down the first one's hosts as "stale".
+        self._lock = open(f"/run/{self.prefix}-lab.lock", "w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         self._remove_stale()
         self._check_subnet_free()
         try:
@@ -128,6 +133,9 @@ class Lab:
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+        if getattr(self, "_lock", None):
+            self._lock.close()  # releases the flock
+            self._lock = None
 
     def _delete_netns(self, netns: str) -> None:
         _kill_netns_pids(netns)
