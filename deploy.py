@@ -21,8 +21,9 @@ if host in inventory.get_group(SERVER_GROUP, []):
     pg = plan.layout
 
     cluster.packages(name=f"PostgreSQL {pg.version} packages", version=pg.version)
-    cluster.present(name=f"Cluster {pg.version}/{pg.name} on port {pg.port}", cluster=pg)
-    cluster.certificate(name="TLS certificate", cluster=pg, common_name=site.cluster.connect_host)
+    cluster.present(
+        name=f"Cluster {pg.version}/{pg.name} on port {pg.port}", cluster=pg, common_name=site.cluster.connect_host,
+    )
     files.template(
         name="postgresql.conf",
         src=template_path("postgresql.conf.j2"), dest=pg.postgresql_conf,
@@ -40,6 +41,8 @@ if host in inventory.get_group(SERVER_GROUP, []):
     roles.admin(name=f"Admin role {contract.ADMIN_ROLE}", cluster=pg, store=store)
     planes.converged(name="Plane databases, roles and privileges", port=pg.port, store=store)
 
-for group in contract.SERVICE_GROUPS:
-    if host in inventory.get_group(group.key, []):
-        envfile.plane_url(name=f"{group.plane.env_var} env file", site=site, plane=group.plane, store=store)
+served = tuple(g.plane for g in contract.SERVICE_GROUPS if host in inventory.get_group(g.key, []))
+if served:
+    envfile.plane_urls(
+        name=f"Env files: {', '.join(p.env_var for p in served)}", site=site, planes=served, store=store,
+    )

@@ -3,9 +3,12 @@ cluster yet) so that ``--dry`` works on a fresh host."""
 
 from __future__ import annotations
 
+import json
+import shlex
 from dataclasses import dataclass
 
-from pyinfra.api import FactBase
+from psycopg import sql
+from pyinfra.api import FactBase, QuoteString, StringCommand
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,8 @@ class DistroPostgresMajor(FactBase):
     def command(self) -> str:
         # postgresql-common knows once installed; before that, the package index does.
         return (
-            "if [ -x /usr/share/postgresql-common/supported_versions ]; then "
-            "/usr/share/postgresql-common/supported_versions; "
+            "if [ -x /usr/share/postgresql-common/supported-versions ]; then "
+            "/usr/share/postgresql-common/supported-versions; "
             "else apt-cache show --no-all-versions postgresql 2>/dev/null "
             "| sed -n 's/^Depends: postgresql-\\([0-9][0-9]*\\).*/\\1/p'; fi"
         )
@@ -91,8 +94,9 @@ class ClusterServerState(FactBase):
             "  FROM pg_hba_file_rules WHERE error IS NOT NULL)"
         )
         paths = " ".join(files)
+        # The pid file tells "running" without pg_lsclusters (a perl start-up per call).
         return (
-            f"pg_lsclusters --no-header {version} {cluster} 2>/dev/null | grep -q online || exit 0; "
+            f"test -s /var/run/postgresql/{version}-{cluster}.pid || exit 0; "
             f"echo server=$(psql -XAtq -F '|' -p {port} -d postgres -c \"{query}\" 2>/dev/null); "
             f"stat -c 'mtime=%.9Y %n' {paths} 2>/dev/null; true"
         )
@@ -112,3 +116,68 @@ class ClusterServerState(FactBase):
         load_time, pending, errors = server.split("|")
         return ServerState(True, float(load_time), int(pending), tuple(e for e in errors.split("; ") if e), mtimes)
 
+
+
+class RoleAttributes(FactBase):
+    """
+    A role's attributes as ``pg_roles`` shows them, asked as the superuser over the
+    local socket (run with ``_su_user="postgres"``); None when the role is absent or the
+    cluster does not answer yet.
+
+    .. code:: python
+
+        {"super": False, "createdb": True, "createrole": True, "replication": False, "canlogin": True}
+    """
+
+    default = lambda self: None  # noqa: E731
+
+    def command(self, role: str, port: int) -> StringCommand:
+        query = sql.SQL(
+            "SELECT json_build_object('super', rolsuper, 'createdb', rolcreatedb, 'createrole', rolcreaterole,"
+            " 'replication', rolreplication, 'inherit', rolinherit, 'canlogin', rolcanlogin)"
+            " FROM pg_roles WHERE rolname = {}"
+        ).format(sql.Literal(role)).as_string()
+        return StringCommand(
+            "psql", "-XAtq", "-p", str(port), "-d", "postgres", "-c", QuoteString(query), "2>/dev/null", "||", "true",
+        )
+
+    def process(self, output):
+        text = "".join(output).strip()
+        return json.loads(text) if text else None
+
+
+@dataclass(frozen=True)
+class FileState:
+    mode: str  # octal, e.g. "600"
+    user: str
+    group: str
+    sha1: str | None = None
+
+
+class FilesState(FactBase):
+    """
+    Owner, mode and (for files) content hash of several paths in one round trip, without
+    reading any contents back; absent paths are missing from the result:
+
+    .. code:: python
+
+        {"/etc/zeroui/env": FileState("750", "root", "root"),
+         "/etc/zeroui/env/tenant.env": FileState("600", "root", "root", "ab12…")}
+    """
+
+    default = dict
+
+    def command(self, paths: tuple[str, ...]) -> str:
+        quoted = " ".join(shlex.quote(p) for p in paths)
+        return (
+            f"for p in {quoted}; do "
+            "if [ -f \"$p\" ]; then echo \"$(stat -c '%a %U %G' \"$p\") $(sha1sum < \"$p\" | cut -d' ' -f1) $p\"; "
+            "elif [ -e \"$p\" ]; then echo \"$(stat -c '%a %U %G' \"$p\") - $p\"; fi; done"
+        )
+
+    def process(self, output):
+        found = {}
+        for line in output:
+            mode, user, group, sha1, path = line.split(" ", 4)
+            found[path] = FileState(mode, user, group, None if sha1 == "-" else sha1)
+        return found

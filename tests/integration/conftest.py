@@ -42,7 +42,7 @@ def pytest_collection_modifyitems(config, items):
 def version() -> int:
     """The PostgreSQL major installed here (the deploy installs it if missing)."""
     from subprocess import run
-    out = run(["/usr/share/postgresql-common/supported_versions"], capture_output=True, text=True)
+    out = run(["/usr/share/postgresql-common/supported-versions"], capture_output=True, text=True)
     return int(out.stdout.split()[-1])
 
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.files import File
 from pyinfra.operations import apt
 
-from ..facts import ClusterServerState, PostgresClusters
+from ..facts import ClusterServerState, FilesState
 from ..layout import ClusterLayout
 
 
@@ -35,49 +34,34 @@ def packages(version: int):
 
 
 @operation()
-def present(cluster: ClusterLayout):
+def present(cluster: ClusterLayout, common_name: str):
     """
-    Create the cluster if absent; an existing cluster of that name is adopted.
+    Create the cluster if absent (an existing one of that name is adopted), and give it
+    a self-signed TLS certificate when none is configured.
 
     **Example:**
 
     .. code:: python
 
-        cluster.present(name="Create the cluster", cluster=layout)
+        cluster.present(name="Create the cluster", cluster=layout, common_name="db.example")
     """
-    known = host.get_fact(PostgresClusters)
-    if any(c.version == cluster.version and c.name == cluster.name for c in known):
-        return
-    yield StringCommand(
-        "pg_createcluster", "--port", str(cluster.port), "--locale", "C.UTF-8", "--encoding", "UTF8",
-        str(cluster.version), cluster.name, "--", "--auth-local=peer", "--auth-host=scram-sha-256",
-    )
-
-
-@operation()
-def certificate(cluster: ClusterLayout, common_name: str):
-    """
-    Generate a self-signed server certificate when the cluster has none configured.
-
-    **Example:**
-
-    .. code:: python
-
-        cluster.certificate(name="TLS certificate", cluster=layout, common_name="db.example")
-    """
-    if not cluster.generate_certificate:
-        return
-    if host.get_fact(File, path=cluster.ssl_cert_file) and host.get_fact(File, path=cluster.ssl_key_file):
-        return
-    # The key is created 0600 by openssl's umask handling before any byte is written.
-    yield StringCommand(
-        "umask 077 &&", "openssl", "req", "-x509", "-newkey", "rsa:3072", "-nodes", "-days", "3650",
-        "-subj", QuoteString(f"/CN={common_name}"),
-        "-keyout", QuoteString(cluster.ssl_key_file), "-out", QuoteString(cluster.ssl_cert_file),
-        "2>/dev/null", "&&", "chown", "postgres:postgres",
-        QuoteString(cluster.ssl_key_file), QuoteString(cluster.ssl_cert_file),
-        "&&", "chmod", "0644", QuoteString(cluster.ssl_cert_file),
-    )
+    have = host.get_fact(FilesState, paths=(cluster.postgresql_conf, cluster.ssl_cert_file, cluster.ssl_key_file))
+    # postgresql-common knows a cluster by its postgresql.conf, as pg_lsclusters does.
+    if cluster.postgresql_conf not in have:
+        yield StringCommand(
+            "pg_createcluster", "--port", str(cluster.port), "--locale", "C.UTF-8", "--encoding", "UTF8",
+            str(cluster.version), cluster.name, "--", "--auth-local=peer", "--auth-host=scram-sha-256",
+        )
+    if cluster.generate_certificate and not (cluster.ssl_cert_file in have and cluster.ssl_key_file in have):
+        # umask 077: the key is never readable by others, not even while being written.
+        yield StringCommand(
+            "umask 077 &&", "openssl", "req", "-x509", "-newkey", "rsa:3072", "-nodes", "-days", "3650",
+            "-subj", QuoteString(f"/CN={common_name}"),
+            "-keyout", QuoteString(cluster.ssl_key_file), "-out", QuoteString(cluster.ssl_cert_file),
+            "2>/dev/null", "&&", "chown", "postgres:postgres",
+            QuoteString(cluster.ssl_key_file), QuoteString(cluster.ssl_cert_file),
+            "&&", "chmod", "0644", QuoteString(cluster.ssl_cert_file),
+        )
 
 
 @operation()

@@ -10,10 +10,9 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import StringCommand, operation
 from pyinfra.api.command import FunctionCommand
-from pyinfra.facts.postgres import PostgresRoles
 
 from .. import contract, grants
-from ..facts import PostgresClusters
+from ..facts import RoleAttributes
 from ..layout import ClusterLayout
 from ..secret_store import SecretStore
 
@@ -30,14 +29,8 @@ def admin(cluster: ClusterLayout, store: SecretStore):
 
         roles.admin(name="Bootstrap the admin role", cluster=layout, store=store)
     """
-    online = any(
-        c.version == cluster.version and c.name == cluster.name and c.online
-        for c in host.get_fact(PostgresClusters)
-    )
-    # Before the cluster runs (a fresh host, or --dry) there is nothing to ask: create it.
-    have = None
-    if online:
-        have = host.get_fact(PostgresRoles, psql_port=cluster.port, _su_user="postgres").get(contract.ADMIN_ROLE)
+    # Before the cluster runs (a fresh host, or --dry) the fact is None: create the role.
+    have = host.get_fact(RoleAttributes, role=contract.ADMIN_ROLE, port=cluster.port, _su_user="postgres")
     applied = store.applied_verifier(contract.ADMIN_ROLE)
     verifier = None
     if applied is None:
