@@ -1,17 +1,18 @@
 """ZeroUI DB plane deploy: ``pyinfra inventories/pilot.py deploy.py``.
 
 On the workstation group: PostgreSQL, one cluster, pg_hba from the plane contract, the
-admin role, then the three plane databases with their roles and privileges. On each
-service group's hosts: that plane's env file. Inventory values are validated before
+admin role, then the three plane databases with their roles, privileges and schemas. On
+each service group's hosts: that plane's env file. On IDE laptops: the SQLite database
+and its env file, never PostgreSQL credentials. Inventory values are validated before
 any operation is added, so a bad value changes nothing anywhere.
 """
 
 from pyinfra import host, inventory
 from pyinfra.operations import files
 
-from zeroui_db import contract, hba
-from zeroui_db.operations import cluster, envfile, planes, roles
-from zeroui_db.site import SERVER_GROUP, load_site, server_plan
+from zeroui_db import contract, envfiles, hba
+from zeroui_db.operations import cluster, envfile, ide, planes, roles, schemas
+from zeroui_db.site import SERVER_GROUP, ide_paths, load_site, server_plan
 from zeroui_db.templates import template_path
 
 site, store = load_site(inventory)
@@ -40,9 +41,20 @@ if host in inventory.get_group(SERVER_GROUP, []):
     cluster.running(name="Cluster running with current configuration", cluster=pg)
     roles.admin(name=f"Admin role {contract.ADMIN_ROLE}", cluster=pg, store=store)
     planes.converged(name="Plane databases, roles and privileges", port=pg.port, store=store)
+    schemas.migrated(name="Plane schemas (migration ledgers)", port=pg.port, store=store)
 
 served = tuple(g.plane for g in contract.SERVICE_GROUPS if host in inventory.get_group(g.key, []))
 if served:
     envfile.plane_urls(
         name=f"Env files: {', '.join(p.env_var for p in served)}", site=site, planes=served, store=store,
+    )
+
+if host in inventory.get_group(contract.IDE_LAPTOPS.key, []):
+    local = ide_paths(site, host)
+    ide.database(name=f"IDE database {local.database}", path=local.database,
+                 receipt_cache_limit=site.ide.receipt_cache_limit)
+    files.template(
+        name=f"{contract.IDE.env_var} env file",
+        src=template_path("ide.env.j2"), dest=local.env_file, mode="600", create_remote_dir=True,
+        site=site, plane=contract.IDE, url=envfiles.sqlite_url(local.database),
     )

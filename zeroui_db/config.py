@@ -62,11 +62,19 @@ class EnvFiles:
 
 
 @dataclass(frozen=True)
+class IdeConfig:
+    data_dir: str | None  # None: $XDG_DATA_HOME/zeroui of the deploying user on the laptop
+    config_dir: str | None  # None: $XDG_CONFIG_HOME/zeroui
+    receipt_cache_limit: int
+
+
+@dataclass(frozen=True)
 class Site:
     name: str
     cluster: ClusterConfig
     clients: dict[str, GroupAccess] = field(hash=False)
     env_files: EnvFiles
+    ide: IdeConfig
 
     def access(self, group: ClientGroup) -> GroupAccess:
         return self.clients[group.key]
@@ -120,7 +128,7 @@ def parse_site(data: Any, inventory: str = "?") -> Site:
             "give the workstation group a 'zeroui' dict (see README, 'Inventory format')",
         )
     top = _Reader(inventory, data, "")
-    top.only("site", "cluster", "clients", "env_files")
+    top.only("site", "cluster", "clients", "env_files", "ide")
     name = top.get("site", str, hint="name the site, e.g. 'pilot'")
     if not NAME_RE.match(name):
         top.fail("site", f"{name!r} is not a valid name", "use lowercase letters, digits, '-' and '_'")
@@ -132,6 +140,7 @@ def parse_site(data: Any, inventory: str = "?") -> Site:
         cluster=_parse_cluster(top.child("cluster", {})),
         clients=_parse_clients(top.child("clients", {})),
         env_files=_parse_env_files(top.child("env_files", {})),
+        ide=_parse_ide(top.child("ide", {})),
     )
     _check_boundaries(site, top)
     return site
@@ -222,6 +231,20 @@ def _parse_env_files(r: _Reader) -> EnvFiles:
     if mode == "0640" and not group:
         r.fail(r.key("group"), "missing for mode 0640", "name the group whose members may read the env files")
     return EnvFiles(directory, mode, group)
+
+
+def _parse_ide(r: _Reader) -> IdeConfig:
+    r.only("data_dir", "config_dir", "receipt_cache_limit")
+    dirs = {}
+    for key in ("data_dir", "config_dir"):
+        dirs[key] = r.get(key, str, None)
+        if dirs[key] is not None and not dirs[key].startswith("/"):
+            r.fail(r.key(key), f"{dirs[key]!r} is not an absolute path", "write an absolute path, or leave it out "
+                   "for the user's XDG directory")
+    limit = r.get("receipt_cache_limit", int, 500)
+    if not 1 <= limit <= 1_000_000:
+        r.fail(r.key("receipt_cache_limit"), f"{limit} is out of range", "keep between 1 and 1000000 receipts")
+    return IdeConfig(dirs["data_dir"], dirs["config_dir"], limit)
 
 
 def reaches(access: GroupAccess, plane: Plane) -> bool:

@@ -7,6 +7,7 @@ table are all derived from it (see ``../shared/contract/db-plane-contract.md``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -17,6 +18,14 @@ class Engine(str, Enum):
 
 
 @dataclass(frozen=True)
+class DataClass:
+    """A kind of data the contract lets a plane store ("What lives where")."""
+
+    key: str
+    description: str
+
+
+@dataclass(frozen=True)
 class Plane:
     key: str
     title: str
@@ -24,6 +33,7 @@ class Plane:
     engine: Engine
     store: str  # database name, or file name for SQLite
     env_var: str
+    data_classes: tuple[DataClass, ...] = ()
 
     @property
     def is_postgres(self) -> bool:
@@ -57,23 +67,54 @@ class Plane:
 IDE = Plane(
     "ide", "IDE Plane (Laptop)", "Developer laptop", Engine.SQLITE,
     "zeroui_local.db", "ZEROUI_IDE_SQLITE_URL",
+    (
+        DataClass("receipt_cache", "local receipt cache/buffer (last-N)"),
+        DataClass("policy_cache", "local policy cache (current snapshot + verification metadata)"),
+        DataClass("outbox", "local outbox/queue for sending events upward"),
+        DataClass("ide_status", "lightweight status state for IDE surfaces"),
+    ),
 )
 TENANT = Plane(
     "tenant", "Tenant Plane", "On-prem workstation (pilot)", Engine.POSTGRES,
     "zeroui_tenant_pg", "ZEROUI_TENANT_DB_URL",
+    (
+        DataClass("evidence_ledger", "durable receipts/evidence ledger for the tenant"),
+        DataClass("tenant_history", "tenant history used for deterministic decisions"),
+        DataClass("integration_state", "tenant integration state (provider cursors, watermarks, webhook ingestion)"),
+        DataClass("context_export", "tenant context exports/snapshots/indexes (redacted; no secrets)"),
+    ),
 )
 PRODUCT = Plane(
     "product", "Product Plane", "On-prem workstation (pilot)", Engine.POSTGRES,
     "zeroui_product_pg", "ZEROUI_PRODUCT_DB_URL",
+    (
+        DataClass("policy_lifecycle", "policy bundle/snapshot/release spine (policy lifecycle)"),
+        DataClass("orchestration_state", "orchestration state"),
+        DataClass("governance_workflow", "governance workflow state"),
+        DataClass("tenant_reporting", "product-side aggregates and reporting per tenant"),
+    ),
 )
 SHARED = Plane(
     "shared", "Shared Plane", "On-prem workstation (pilot)", Engine.POSTGRES,
     "zeroui_shared_pg", "ZEROUI_SHARED_DB_URL",
+    (
+        DataClass("provider_registry", "provider registry metadata, allowlists, adapter versions"),
+        DataClass("evaluation_harness", "evaluation harness fixtures/runs/results metadata"),
+        DataClass("supply_chain", "SBOM / provenance / supply chain verification metadata"),
+        DataClass("observability_metadata", "global observability metadata (no tenant payload bodies)"),
+    ),
 )
 
 PLANES: tuple[Plane, ...] = (IDE, TENANT, PRODUCT, SHARED)
 POSTGRES_PLANES: tuple[Plane, ...] = tuple(p for p in PLANES if p.is_postgres)
 PLANES_BY_KEY = {p.key: p for p in PLANES}
+DATA_CLASS_PLANE = {c.key: p for p in PLANES for c in p.data_classes}
+
+# Hard rule 3: the shared database stores metadata, never tenant payload bodies. A column
+# named for a payload or a body (``payload``, ``request_body``) is one; ``payload_sha256``
+# (metadata about a payload) is not.
+PAYLOAD_BODY_COLUMN = re.compile(r"(^|_)(payload|payloads|body|bodies)$")
+PAYLOAD_FREE_PLANES = (SHARED,)
 
 # The non-superuser role that does all database-level work (CREATEDB, CREATEROLE),
 # as the master user of a managed service would. The superuser only bootstraps it.

@@ -22,6 +22,11 @@ def database_url(site: Site, plane: Plane, password: str) -> str:
     return f"postgresql://{user}:{secret}@{host}:{site.cluster.port}/{plane.store}?sslmode=require"
 
 
+def sqlite_url(path: str) -> str:
+    """The IDE plane's URL: ``sqlite:///`` followed by the absolute path."""
+    return f"sqlite:///{path}"
+
+
 def render(site: Site, plane: Plane, password: str) -> str:
     return render_template(
         "plane.env.j2", site=site, plane=plane, url=database_url(site, plane, password),

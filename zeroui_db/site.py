@@ -27,7 +27,9 @@ def site_data(inventory) -> dict:
 def load_site(inventory) -> tuple[Site, SecretStore]:
     site = parse_site(site_data(inventory))
     store = SecretStore(site.name)
-    store.ensure(MANAGED_ROLES)
+    # Only a site with a cluster or service hosts has passwords; a laptop never does.
+    if any(inventory.get_group(g, []) for g in (SERVER_GROUP, *(s.key for s in contract.SERVICE_GROUPS))):
+        store.ensure(MANAGED_ROLES)
     return site, store
 
 
@@ -55,3 +57,19 @@ def server_plan(site: Site, host) -> ServerPlan:
                 f"choose a free port, or adopt that cluster with cluster.name '{other.name}'",
             )
     return ServerPlan(layout(site.cluster, version, mine.data_directory if mine else None), mine is not None)
+
+
+@dataclass(frozen=True)
+class IdePaths:
+    database: str
+    env_file: str
+
+
+def ide_paths(site: Site, host) -> IdePaths:
+    """Where the IDE plane lives on a laptop: the user's XDG directories unless configured."""
+    from .operations.ide import XdgDirs
+
+    xdg = host.get_fact(XdgDirs) if not (site.ide.data_dir and site.ide.config_dir) else {}
+    data = site.ide.data_dir or f"{xdg['data']}/zeroui"
+    config = site.ide.config_dir or f"{xdg['config']}/zeroui"
+    return IdePaths(f"{data}/{contract.IDE.store}", f"{config}/{contract.IDE.key}.env")

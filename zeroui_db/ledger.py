@@ -1,0 +1,113 @@
+"""The migration ledger of each plane database: which files were applied, with what
+checksum, when and by whom, and the runner that applies the rest.
+
+Why not a migration library: yoyo-migrations (psycopg 3 and SQLite) records applied
+migrations by id only, so an applied file that was edited later goes unnoticed, which is
+the one thing the contract's "schemas never change" needs caught; alembic and others are
+tied to an ORM or a CLI of their own. The ledger below is one table and a few queries.
+
+PostgreSQL: each migration runs in one transaction as the plane's owner role (``SET LOCAL
+ROLE``), under a transaction-scoped advisory lock, so objects belong to the owner, reach
+the app and read-only roles through default privileges, and two deploys at once apply
+each file exactly once. A no-op check is one query per database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import psycopg
+from psycopg import sql
+
+from .contract import Plane
+from .schemas import Migration
+
+TABLE = "zeroui_schema_migrations"
+# One advisory lock key for all ZeroUI migrations, derived rather than picked by hand.
+LOCK_KEY = int.from_bytes(hashlib.sha256(TABLE.encode()).digest()[:8], "big", signed=True)
+# Role names in schema files are written as psql variables and filled in per plane, so
+# the files never spell a role name (those come from the contract module).
+VARIABLES = {':"app_role"': "app_role", ':"readonly_role"': "readonly_role", ':"owner_role"': "owner_role"}
+
+_CREATE_LEDGER = sql.SQL("""
+CREATE TABLE IF NOT EXISTS {table} (
+    filename   text PRIMARY KEY,
+    checksum   text NOT NULL CHECK (checksum ~ '^[0-9a-f]{{64}}$'),
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    applied_by text NOT NULL DEFAULT session_user,  -- who ran the deploy (the admin role)
+    applied_as text NOT NULL DEFAULT current_user   -- the role that owns what it created
+)""").format(table=sql.Identifier(TABLE))
+_APPLIED = sql.SQL("SELECT filename, checksum FROM {}").format(sql.Identifier(TABLE))
+
+
+class MigrationError(Exception):
+    """A migration that cannot or must not be applied; the message is one line."""
+
+
+def pending(plane: Plane, files: list[Migration], applied: dict[str, str]) -> list[Migration]:
+    """Files still to apply, after refusing any history that does not match the files."""
+    by_name = {m.name: m for m in files}
+    for name, checksum in sorted(applied.items()):
+        if name not in by_name:
+            raise MigrationError(
+                f"{plane.key}/{name} is applied in {plane.store} but its file is gone; restore it "
+                "(applied migrations are never removed)"
+            )
+        if by_name[name].checksum != checksum:
+            raise MigrationError(
+                f"{plane.key}/{name} changed after it was applied to {plane.store}: applied checksum {checksum}, "
+                f"file checksum {by_name[name].checksum}; restore the file and put the change in a new migration"
+            )
+    todo = [m for m in files if m.name not in applied]
+    if todo and applied and todo[0].name < max(applied):
+        raise MigrationError(
+            f"{plane.key}/{todo[0].name} is new but sorts before the applied {max(applied)}; "
+            "give it a number after the last applied migration"
+        )
+    return todo
+
+
+def with_variables(plane: Plane, text: str) -> str:
+    for token, attribute in VARIABLES.items():
+        text = text.replace(token, sql.Identifier(getattr(plane, attribute)).as_string())
+    return text
+
+
+def applied(conn: psycopg.Connection) -> dict[str, str]:
+    """The ledger of the database ``conn`` is connected to (empty before the first migration)."""
+    try:
+        return dict(conn.execute(_APPLIED).fetchall())
+    except psycopg.errors.UndefinedTable:
+        return {}
+
+
+def apply(conn: psycopg.Connection, plane: Plane, migration: Migration, log: Callable[[str], None]) -> bool:
+    """Apply one migration atomically; False when a concurrent deploy already did."""
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(plane.owner_role)))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+        conn.execute(_CREATE_LEDGER)
+        # The ledger is the deploy's record: services may read it, never write it.
+        conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}, {}").format(
+            sql.Identifier(TABLE), sql.Identifier(plane.app_role), sql.Identifier(plane.readonly_role)))
+        conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(
+            sql.Identifier(TABLE), sql.Identifier(plane.readonly_role)))
+        row = conn.execute(sql.SQL("SELECT checksum FROM {} WHERE filename = %s").format(sql.Identifier(TABLE)),
+                           [migration.name]).fetchone()
+        if row is not None:  # applied meanwhile by a concurrent deploy
+            pending(plane, [migration], {migration.name: row[0]})
+            return False
+        log(f"apply {plane.key}/{migration.name}")
+        for number, statement in enumerate(migration.statements(), 1):
+            try:
+                conn.execute(with_variables(plane, statement))
+            except psycopg.Error as e:
+                first = " ".join(statement.split())[:160]
+                raise MigrationError(
+                    f"{plane.key}/{migration.name}: statement {number} failed ({e.diag.message_primary or e}): "
+                    f"{first}; rolled back, the ledger is unchanged and later migrations did not run"
+                ) from None
+        conn.execute(sql.SQL("INSERT INTO {} (filename, checksum) VALUES (%s, %s)").format(sql.Identifier(TABLE)),
+                     [migration.name, migration.checksum])
+    return True

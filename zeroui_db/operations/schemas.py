@@ -1,0 +1,60 @@
+"""Each plane database's schema, brought up to date through its own migration ledger."""
+
+from __future__ import annotations
+
+import psycopg
+from pyinfra import host, logger
+from pyinfra.api import operation
+from pyinfra.api.command import FunctionCommand
+from pyinfra.api.state import StateStage
+
+from .. import contract, ledger, schemas
+from ..admin_link import admin_connect
+from ..secret_store import SecretStore
+
+
+@operation()
+def migrated(port: int, store: SecretStore):
+    """
+    Apply each PostgreSQL plane's pending files from ``sql/schemas/<plane>/``, as the
+    plane's owner role. An applied file that changed since stops the deploy. A database
+    with nothing to apply costs one query.
+
+    **Example:**
+
+    .. code:: python
+
+        schemas.migrated(name="Plane schemas", port=5432, store=store)
+    """
+    todo: dict[contract.Plane, list[schemas.Migration]] = {}
+    try:
+        with admin_connect(host, port, store.password(contract.ADMIN_ROLE)) as connect:
+            for plane in contract.POSTGRES_PLANES:
+                with connect(plane.store) as conn:
+                    todo[plane] = ledger.pending(plane, schemas.migrations(plane), ledger.applied(conn))
+    except psycopg.OperationalError:
+        if host.state.current_stage == StateStage.Execute:
+            raise
+        # Preparing (or --dry) before the databases exist: every file is to apply.
+        todo = {plane: schemas.migrations(plane) for plane in contract.POSTGRES_PLANES}
+    todo = {plane: files for plane, files in todo.items() if files}
+    if host.state.current_stage != StateStage.Execute:
+        for plane, files in todo.items():
+            for m in files:
+                _log(f"would apply {plane.key}/{m.name}")
+    if todo:
+        yield FunctionCommand(_apply, (port, store, tuple(todo)), {})
+
+
+def _apply(port: int, store: SecretStore, planes: tuple[contract.Plane, ...]) -> None:
+    # Re-read under the lock: a concurrent deploy may have applied some files meanwhile.
+    with admin_connect(host, port, store.password(contract.ADMIN_ROLE)) as connect:
+        for plane in planes:
+            with connect(plane.store) as conn:
+                files = schemas.migrations(plane)
+                for migration in ledger.pending(plane, files, ledger.applied(conn)):
+                    ledger.apply(conn, plane, migration, _log)
+
+
+def _log(message: str) -> None:
+    logger.info(f"{host.print_prefix}{message}")
