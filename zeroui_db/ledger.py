@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import psycopg
 from psycopg import sql
+from pyinfra.api.exceptions import OperationError
 
 from .contract import Plane
 from .schemas import Migration
@@ -41,8 +42,9 @@ CREATE TABLE IF NOT EXISTS {table} (
 _APPLIED = sql.SQL("SELECT filename, checksum FROM {}").format(sql.Identifier(TABLE))
 
 
-class MigrationError(Exception):
-    """A migration that cannot or must not be applied; the message is one line."""
+class MigrationError(OperationError):
+    """A migration that cannot or must not be applied; the message is one line (pyinfra
+    shows it as an operation error, without a traceback)."""
 
 
 def pending(plane: Plane, files: list[Migration], applied: dict[str, str]) -> list[Migration]:

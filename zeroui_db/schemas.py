@@ -16,6 +16,7 @@ column lists of our own CREATE TABLE statements are read with a small depth-awar
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,9 @@ import sqlparse
 from . import contract
 from .contract import Plane
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "sql" / "schemas"
+# The bundle's schema files. ZEROUI_SCHEMA_DIR points elsewhere for developing and
+# testing migrations (a site's schemas never differ: the contract fixes them).
+SCHEMA_DIR = Path(os.environ.get("ZEROUI_SCHEMA_DIR") or Path(__file__).resolve().parent.parent / "sql" / "schemas")
 MIGRATION_NAME = re.compile(r"^\d{4}_[a-z0-9_]+\.sql$")
 ANNOTATION = re.compile(r"--\s*zeroui-class:\s*([a-z_]+)/([a-z_]+)\s*(?::\s*(.*))?$", re.M)
 CREATE_TABLE = re.compile(

@@ -46,15 +46,21 @@ def migrated(port: int, store: SecretStore):
         yield FunctionCommand(_apply, (port, store, tuple(todo)), {})
 
 
-def _apply(port: int, store: SecretStore, planes: tuple[contract.Plane, ...]) -> None:
+def _apply(state, host, port: int, store: SecretStore, planes: tuple[contract.Plane, ...]) -> bool:
     # Re-read under the lock: a concurrent deploy may have applied some files meanwhile.
-    with admin_connect(host, port, store.password(contract.ADMIN_ROLE)) as connect:
-        for plane in planes:
-            with connect(plane.store) as conn:
-                files = schemas.migrations(plane)
-                for migration in ledger.pending(plane, files, ledger.applied(conn)):
-                    ledger.apply(conn, plane, migration, _log)
+    try:
+        with admin_connect(host, port, store.password(contract.ADMIN_ROLE)) as connect:
+            for plane in planes:
+                with connect(plane.store) as conn:
+                    files = schemas.migrations(plane)
+                    for migration in ledger.pending(plane, files, ledger.applied(conn)):
+                        ledger.apply(conn, plane, migration, lambda message: _log(message, host))
+    except ledger.MigrationError as e:
+        # One line, no traceback: which file, which statement, and that nothing half-applied.
+        host.log_styled(str(e), fg="red", log_func=logger.error)
+        return False
+    return True
 
 
-def _log(message: str) -> None:
-    logger.info(f"{host.print_prefix}{message}")
+def _log(message: str, on=host) -> None:
+    logger.info(f"{on.print_prefix}{message}")
