@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from . import contract
+from . import contract, schemas
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -35,9 +35,22 @@ def access_table() -> str:
     return "\n".join(lines)
 
 
+def schema_tables() -> str:
+    """Each plane's tables with their classification, read from sql/schemas."""
+    out = []
+    for plane in contract.PLANES:
+        out += [f"**{plane.title}** (`{plane.store}`, `sql/schemas/{plane.key}/`)", "",
+                "| Table | Data class | What it holds | File |", "|---|---|---|---|"]
+        for t in schemas.tables(plane.key, schemas.SCHEMA_DIR):
+            out.append(f"| `{t.name}` | {t.class_key} | {t.description} | `{t.path.split('/', 1)[1]}` |")
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
 SECTIONS = {
     "plane-table": contract.plane_table_markdown,
     "access-table": access_table,
+    "schema-tables": schema_tables,
 }
 
 
