@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+from pyinfra import logger
 
 from . import contract
 from .catalog import Connect
@@ -32,9 +33,27 @@ def connect_kwargs(port: int, password: str, dbname: str, host: str = LOOPBACK) 
 
 @contextmanager
 def admin_connect(host, port: int, password: str) -> Iterator[Connect]:
-    """Yield a function opening admin connections to ``port`` on ``host``'s loopback."""
+    """Yield a function opening admin connections to ``port`` on ``host``'s loopback.
+
+    How many connections and statements went through is logged at debug level on exit
+    (bench/deploy_bench.py counts a no-op's SQL round trips from it).
+    """
+    counts = {"connections": 0, "statements": 0}
+
+    class CountingCursor(psycopg.Cursor):
+        def execute(self, *args, **kwargs):
+            counts["statements"] += 1
+            return super().execute(*args, **kwargs)
+
+    def connect(dbname: str) -> psycopg.Connection:
+        counts["connections"] += 1
+        return psycopg.connect(**connect_kwargs(local_port, password, dbname, address), cursor_factory=CountingCursor)
+
     with _reach(host, port) as (address, local_port):
-        yield lambda dbname: psycopg.connect(**connect_kwargs(local_port, password, dbname, address))
+        try:
+            yield connect
+        finally:
+            logger.debug(f"admin link: {counts['connections']} connection(s), {counts['statements']} statement(s)")
 
 
 @contextmanager

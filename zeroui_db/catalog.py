@@ -22,11 +22,12 @@ _CLUSTER_QUERY = """
 SELECT
   (SELECT coalesce(json_object_agg(rolname, json_build_object(
       'super', rolsuper, 'createdb', rolcreatedb, 'createrole', rolcreaterole,
-      'replication', rolreplication, 'inherit', rolinherit, 'canlogin', rolcanlogin)), '{}')
+      'replication', rolreplication, 'bypassrls', rolbypassrls, 'inherit', rolinherit,
+      'canlogin', rolcanlogin, 'validuntil', rolvaliduntil::text)), '{}')
    FROM pg_roles WHERE rolname = ANY(%(roles)s)),
-  (SELECT coalesce(json_agg(r.rolname), '[]')
-   FROM pg_auth_members am JOIN pg_roles r ON r.oid = am.roleid
-   WHERE am.member = (SELECT oid FROM pg_roles WHERE rolname = %(admin)s)),
+  (SELECT coalesce(json_agg(json_build_array(pg_get_userbyid(am.roleid), pg_get_userbyid(am.member))), '[]')
+   FROM pg_auth_members am
+   WHERE pg_get_userbyid(am.roleid) = ANY(%(roles)s) OR pg_get_userbyid(am.member) = ANY(%(roles)s)),
   (SELECT coalesce(json_object_agg(d.datname, json_build_object(
       'owner', pg_get_userbyid(d.datdba),
       'acl', (SELECT json_agg(json_build_array(
@@ -60,13 +61,13 @@ def read(connect: Connect, counter: list[int] | None = None) -> Catalog:
     roles = [contract.ADMIN_ROLE, *(r for p in planes for r in p.roles)]
     with connect(contract.MAINTENANCE_DB) as conn:
         row = conn.execute(_CLUSTER_QUERY, {
-            "roles": roles, "admin": contract.ADMIN_ROLE, "databases": [p.store for p in planes],
+            "roles": roles, "databases": [p.store for p in planes],
         }).fetchone()
     _count(counter)
     role_attrs, members, databases = row
     catalog = Catalog(
         roles=role_attrs,
-        admin_member_of=frozenset(members),
+        memberships=frozenset(tuple(m) for m in members),
         databases={name: DatabaseState(d["owner"], _grants(d["acl"])) for name, d in databases.items()},
     )
     for plane in planes:
@@ -87,6 +88,10 @@ def read(connect: Connect, counter: list[int] | None = None) -> Catalog:
     return catalog
 
 
+class StepFailed(Exception):
+    """A step the server refused; the message is one line naming the step."""
+
+
 def apply(connect: Connect, steps: list[Step], log: Callable[[str], None] = lambda _: None) -> None:
     """Run steps in order, one connection per database, each statement on its own
     (CREATE DATABASE cannot run in a transaction; a re-run converges after a failure)."""
@@ -97,7 +102,10 @@ def apply(connect: Connect, steps: list[Step], log: Callable[[str], None] = lamb
             if conn is None:
                 conn = conns[step.database] = connect(step.database)
             log(step.summary)
-            conn.execute(step.statement)
+            try:
+                conn.execute(step.statement)
+            except psycopg.Error as e:
+                raise StepFailed(f"could not {step.summary}: {e.diag.message_primary or e}") from None
             if step.after:
                 step.after()
     finally:

@@ -134,7 +134,8 @@ class RoleAttributes(FactBase):
     def command(self, role: str, port: int) -> StringCommand:
         query = sql.SQL(
             "SELECT json_build_object('super', rolsuper, 'createdb', rolcreatedb, 'createrole', rolcreaterole,"
-            " 'replication', rolreplication, 'inherit', rolinherit, 'canlogin', rolcanlogin)"
+            " 'replication', rolreplication, 'bypassrls', rolbypassrls, 'inherit', rolinherit,"
+            " 'canlogin', rolcanlogin, 'validuntil', rolvaliduntil::text)"
             " FROM pg_roles WHERE rolname = {}"
         ).format(sql.Literal(role)).as_string()
         return StringCommand(

@@ -18,12 +18,18 @@ from . import contract
 from .contract import Plane
 
 # Attributes every plane role has; the admin role is the only one with CREATEDB/CREATEROLE.
-PLANE_ROLE_ATTRS = {"super": False, "createdb": False, "createrole": False, "replication": False, "inherit": True}
-ADMIN_ATTRS = {"super": False, "createdb": True, "createrole": True, "replication": False, "canlogin": True}
-_ATTR_SQL = {
-    "super": "SUPERUSER", "createdb": "CREATEDB", "createrole": "CREATEROLE",
-    "replication": "REPLICATION", "inherit": "INHERIT", "canlogin": "LOGIN",
+PLANE_ROLE_ATTRS = {
+    "super": False, "createdb": False, "createrole": False, "replication": False, "bypassrls": False, "inherit": True,
 }
+ADMIN_ATTRS = {
+    "super": False, "createdb": True, "createrole": True, "replication": False, "bypassrls": False, "canlogin": True,
+}
+_ATTR_SQL = {
+    "super": "SUPERUSER", "createdb": "CREATEDB", "createrole": "CREATEROLE", "replication": "REPLICATION",
+    "bypassrls": "BYPASSRLS", "inherit": "INHERIT", "canlogin": "LOGIN",
+}
+# A login that expires would lock services out while the deploy saw nothing to do.
+NO_EXPIRY = (None, "infinity")
 
 PUBLIC = "PUBLIC"
 # Privileges by object kind, as aclexplode() names them.
@@ -64,9 +70,13 @@ class DatabaseState:
 class Catalog:
     """What the cluster has now, as far as the contract cares."""
 
-    roles: dict[str, dict[str, bool]] = field(default_factory=dict)
-    admin_member_of: frozenset[str] = frozenset()
+    roles: dict[str, dict] = field(default_factory=dict)  # attributes, and "validuntil"
+    memberships: frozenset[tuple[str, str]] = frozenset()  # (role, member) touching contract roles
     databases: dict[str, DatabaseState] = field(default_factory=dict)
+
+    @property
+    def admin_member_of(self) -> frozenset[str]:
+        return frozenset(role for role, member in self.memberships if member == contract.ADMIN_ROLE)
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,10 @@ def role_steps(
     drift = {k: on for k, on in want.items() if have.get(k) != on}
     if drift:
         steps.append(Step(db, sql.SQL("ALTER ROLE {} {}").format(ident, _attrs_sql(drift)),
-                          f"set {', '.join(sorted(drift))} on role {role}"))
+                          f"set {_attrs_sql(drift).as_string()} on role {role}"))
+    if have.get("validuntil") not in NO_EXPIRY:
+        steps.append(Step(db, sql.SQL("ALTER ROLE {} VALID UNTIL 'infinity'").format(ident),
+                          f"remove the expiry of role {role}"))
     if verifier is not None:
         v = verifier()
         steps.append(Step(db, sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(v)),
@@ -161,14 +174,24 @@ def plane_steps(plane: Plane, catalog: Catalog) -> list[Step]:
                         keep={"pg_database_owner", owner}, what=f"schema {SCHEMA} in {db}")
 
     have_default = state.default_acl or {}
-    for grantee, by_type in default_privileges(plane).items():
-        for objtype, privs in by_type.items():
-            if have_default.get(grantee, {}).get(objtype, frozenset()) >= privs:
+    want_default = default_privileges(plane)
+    for grantee in sorted(set(have_default) | set(want_default)):
+        if grantee == owner:  # the owner's own entry is implicit in every default ACL
+            continue
+        for objtype in sorted(set(have_default.get(grantee, {})) | set(want_default.get(grantee, {}))):
+            have = have_default.get(grantee, {}).get(objtype, frozenset())
+            want = want_default.get(grantee, {}).get(objtype, frozenset())
+            if have == want:
                 continue
-            steps.append(Step(db, sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT {} ON {} TO {}").format(
-                sql.Identifier(owner), sql.SQL(", ").join(sql.SQL(p) for p in sorted(privs)),
-                sql.SQL(_OBJTYPE_SQL[objtype]), sql.Identifier(grantee)),
-                f"default {', '.join(sorted(privs))} on {_OBJTYPE_SQL[objtype].lower()} of {owner} for {grantee}"))
+            kind = sql.SQL(_OBJTYPE_SQL.get(objtype, "TABLES"))
+            what = f"{_OBJTYPE_SQL.get(objtype, objtype).lower()} of {owner} for {grantee}"
+            if have - want:
+                steps.append(Step(db, sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} REVOKE ALL ON {} FROM {}").format(
+                    sql.Identifier(owner), kind, sql.Identifier(grantee)), f"revoke default privileges on {what}"))
+            if want:
+                steps.append(Step(db, sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT {} ON {} TO {}").format(
+                    sql.Identifier(owner), sql.SQL(", ").join(sql.SQL(p) for p in sorted(want)), kind,
+                    sql.Identifier(grantee)), f"default {', '.join(sorted(want))} on {what}"))
     return steps
 
 
@@ -194,6 +217,11 @@ def plan(catalog: Catalog, passwords: Passwords) -> list[Step]:
                     verifier = lambda applied=applied: applied
             steps += role_steps(role, role_attributes(plane, role), catalog.roles.get(role), verifier,
                                 lambda v, role=role: passwords.record_applied(role, v))
+    wanted = {(p.owner_role, contract.ADMIN_ROLE) for p in contract.POSTGRES_PLANES}
+    for role, member in sorted(catalog.memberships - wanted):
+        # Any other membership would let one plane's role act with another's rights.
+        steps.append(Step(contract.MAINTENANCE_DB, sql.SQL("REVOKE {} FROM {}").format(
+            sql.Identifier(role), sql.Identifier(member)), f"revoke membership of {member} in {role}"))
     for plane in contract.POSTGRES_PLANES:
         steps += plane_steps(plane, catalog)
     return steps

@@ -83,7 +83,9 @@ class DeployRun:
 
 def run_deploy(inventory: Path, *args: str, env: dict | None = None, check: bool = True,
                json_output: bool = True) -> DeployRun:
-    argv = [PYINFRA, *(["--json"] if json_output else []), "-y", *args, str(inventory), "deploy.py"]
+    # --dry with -y would skip change detection altogether: a dry run must not say "yes".
+    yes = [] if "--dry" in args else ["-y"]
+    argv = [PYINFRA, *(["--json"] if json_output else []), *yes, *args, str(inventory), "deploy.py"]
     proc = subprocess.run(argv, cwd=REPO, env=env, text=True, capture_output=True, timeout=600)
     run = DeployRun(proc.returncode, proc.stdout, proc.stderr)
     if check and proc.returncode != 0:

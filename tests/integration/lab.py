@@ -79,6 +79,31 @@ def _kill_netns_pids(netns: str) -> None:
             time.sleep(0.1)
 
 
+class _MachineLock:
+    """An flock shared by every lab of this machine, re-entrant within one process (labs
+    of different prefixes may be open together in one test session)."""
+
+    PATH = "/run/zeroui-test-lab.lock"
+
+    def __init__(self):
+        self.depth, self.file = 0, None
+
+    def acquire(self) -> None:
+        if self.depth == 0:
+            self.file = open(self.PATH, "w")
+            fcntl.flock(self.file, fcntl.LOCK_EX)
+        self.depth += 1
+
+    def release(self) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            self.file.close()  # releases the flock
+            self.file = None
+
+
+_machine_lock = _MachineLock()
+
+
 class Lab:
     def __init__(self, prefix: str = "zt", subnet: str = "198.51.100.0/24"):
         if not _NAME_RE.match(prefix) or len(prefix) > 10:
@@ -94,10 +119,10 @@ class Lab:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> "Lab":
-        # One lab per machine at a time: a second test run (or the benchmark) waits here
-        # instead of tearing down the first one's hosts as "stale".
-        self._lock = open(f"/run/{self.prefix}-lab.lock", "w")
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        # One test process per machine at a time: a second test run (or the benchmark)
+        # waits here instead of tearing down the first one's hosts as "stale".
+        _machine_lock.acquire()
+        self._locked = True
         self._remove_stale()
         self._check_subnet_free()
         try:
@@ -133,9 +158,9 @@ class Lab:
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-        if getattr(self, "_lock", None):
-            self._lock.close()  # releases the flock
-            self._lock = None
+        if getattr(self, "_locked", False):
+            self._locked = False
+            _machine_lock.release()
 
     def _delete_netns(self, netns: str) -> None:
         _kill_netns_pids(netns)

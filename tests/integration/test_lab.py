@@ -16,8 +16,10 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
 ]
 
-PREFIX, SUBNET = "zt", "198.51.100.0/24"
-A, B = "198.51.100.11", "198.51.100.12"
+# A prefix and subnet of their own, so these checks never disturb the session lab of the
+# deploy tests (prefix "zt", 198.51.100.0/24) whatever order pytest runs modules in.
+PREFIX, SUBNET = "zl", "203.0.113.0/24"
+A, B = "203.0.113.11", "203.0.113.12"
 
 
 def _netns_names() -> list[str]:
@@ -44,7 +46,7 @@ def lab():
 
 
 def test_hosts_reach_bridge_and_each_other(lab):
-    assert lab.bridge_address == "198.51.100.1"
+    assert lab.bridge_address == "203.0.113.1"
     assert lab.address("b") == B
     for host, peer in (("a", B), ("b", A)):
         for target in (lab.bridge_address, peer):
@@ -55,7 +57,7 @@ def test_hosts_reach_bridge_and_each_other(lab):
 
     # TCP: a listener in "b" accepts a connection from "a"; the root namespace listens on the bridge address.
     listener = subprocess.Popen(
-        ["ip", "netns", "exec", "zt-b", sys.executable, "-c",
+        ["ip", "netns", "exec", f"{PREFIX}-b", sys.executable, "-c",
          "import socket; s=socket.create_server(('0.0.0.0', 15432)); print('ready', flush=True); s.accept()"],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -82,9 +84,9 @@ def test_cleanup_leaves_nothing_even_after_error():
             # A stray process inside the namespace must not keep it alive.
             lab.run("a", ["sh", "-c", "sleep 300 >/dev/null 2>&1 &"])
             1 / 0
-    assert not [ns for ns in _netns_names() if ns.startswith("zt-")]
-    assert not _link_exists("ztbr0")
-    assert not _link_exists("ztv0a")
+    assert not [ns for ns in _netns_names() if ns.startswith(f"{PREFIX}-")]
+    assert not _link_exists(f"{PREFIX}br0")
+    assert not _link_exists(f"{PREFIX}v0a")
     lab.cleanup()  # idempotent
 
 
@@ -93,34 +95,30 @@ def test_stale_leftovers_are_removed():
     crashed = Lab(prefix=PREFIX, subnet=SUBNET).__enter__()
     crashed.add_host("a", A)
     with Lab(prefix=PREFIX, subnet=SUBNET) as lab:
-        assert lab.add_host("a", A) == "zt-a"
-    assert not [ns for ns in _netns_names() if ns.startswith("zt-")]
+        assert lab.add_host("a", A) == f"{PREFIX}-a"
+    assert not [ns for ns in _netns_names() if ns.startswith(f"{PREFIX}-")]
     crashed.cleanup()  # must not raise although everything is gone
 
 
 def test_routed_subnet_is_refused():
-    # Only reads routes: eth0's subnet (192.0.2.0/24) is routed here; nothing gets added.
-    routed = [r["dst"] for r in json.loads(subprocess.run(["ip", "-4", "-j", "route"], text=True,
-                                                          capture_output=True, check=True).stdout)
-              if r.get("dst", "default") != "default" and not r.get("dev", "").startswith(PREFIX)]
-    if not routed:
-        pytest.skip("no non-default route to collide with")
-    with pytest.raises(RuntimeError, match="already routed") as err:
-        Lab(prefix=PREFIX, subnet=routed[0]).__enter__()
-    assert routed[0] in str(err.value)
-    assert not _link_exists("ztbr0")
+    # A dummy link routes a test-only range (RFC 2544) for the moment of the check.
+    dummy, net = f"{PREFIX}dummy0", "198.18.7.0/24"
+    subprocess.run(["ip", "link", "add", dummy, "type", "dummy"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", "198.18.7.1/24", "dev", dummy], check=True)
+        subprocess.run(["ip", "link", "set", dummy, "up"], check=True)
+        with pytest.raises(RuntimeError, match="already routed") as err:
+            Lab(prefix=PREFIX, subnet=net).__enter__()
+        assert net in str(err.value)
+        assert not _link_exists(f"{PREFIX}br0")
+    finally:
+        subprocess.run(["ip", "link", "del", dummy], capture_output=True)
 
 
 @pytest.fixture(scope="module")
 def openssh_server():
-    if not os.path.exists("/usr/sbin/sshd"):
-        # policy-rc.d (exit 101) keeps the packaged sshd from starting on the real network.
-        if not os.path.exists("/usr/sbin/policy-rc.d"):
-            pytest.skip("/usr/sbin/policy-rc.d missing: would auto-start the system sshd")
-        subprocess.run(["apt-get", "install", "-y", "openssh-server"], check=True, capture_output=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    if not shutil.which("ssh"):
-        pytest.skip("ssh client missing")
+    # ./bundle test installs it (with policy-rc.d keeping the packaged sshd from starting).
+    assert os.path.exists("/usr/sbin/sshd") and shutil.which("ssh"), "openssh-server missing: run ./bundle test"
 
 
 def test_sshd_in_namespace(lab, openssh_server):

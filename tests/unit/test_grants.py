@@ -33,8 +33,8 @@ def converged() -> Catalog:
                         **{r: grants.LOGIN_SCHEMA_PRIVILEGES for r in plane.login_roles}},
             default_acl=grants.default_privileges(plane),
         )
-    members = frozenset(p.owner_role for p in contract.POSTGRES_PLANES)
-    return Catalog(roles=roles, admin_member_of=members, databases=databases)
+    members = frozenset((p.owner_role, contract.ADMIN_ROLE) for p in contract.POSTGRES_PLANES)
+    return Catalog(roles=roles, memberships=members, databases=databases)
 
 
 def sql(steps) -> list[str]:
@@ -50,7 +50,7 @@ def test_empty_cluster_gets_everything():
     steps = grants.plan(Catalog(), passwords)
     text = sql(steps)
     for plane in contract.POSTGRES_PLANES:
-        assert f'CREATE ROLE "{plane.owner_role}" NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION INHERIT NOLOGIN' in text
+        assert f'CREATE ROLE "{plane.owner_role}" NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT NOLOGIN' in text
         assert any(t.startswith(f'CREATE ROLE "{plane.app_role}"') and " LOGIN PASSWORD 'SCRAM-SHA-256$" in t
                    for t in text)
         assert f'CREATE DATABASE "{plane.store}" OWNER "{plane.owner_role}" ENCODING \'UTF8\' TEMPLATE template0' in text
@@ -100,6 +100,27 @@ def test_drift_is_repaired():
         f'REVOKE ALL ON DATABASE "{contract.PRODUCT.store}" FROM "mallory"',
         f'REVOKE ALL ON DATABASE "{contract.SHARED.store}" FROM "{contract.SHARED.app_role}"',
         f'GRANT CONNECT ON DATABASE "{contract.SHARED.store}" TO "{contract.SHARED.app_role}"',
+    ]
+
+
+def test_more_drift_is_repaired():
+    """Bypassing RLS, an expiry, a cross-plane membership, extra default privileges."""
+    catalog = converged()
+    catalog.roles[contract.SHARED.readonly_role]["bypassrls"] = True
+    catalog.roles[contract.TENANT.app_role]["validuntil"] = "2026-12-01 00:00:00+00"
+    catalog.memberships |= {(contract.PRODUCT.owner_role, contract.TENANT.app_role)}
+    tenant = catalog.databases[contract.TENANT.store]
+    tenant.default_acl = {**tenant.default_acl,
+                          contract.TENANT.readonly_role: {"r": frozenset({"SELECT", "INSERT"}), "S": frozenset({"SELECT"})},
+                          "mallory": {"r": frozenset({"SELECT"})}}
+    owner, ro = contract.TENANT.owner_role, contract.TENANT.readonly_role
+    assert sql(grants.plan(catalog, FakePasswords())) == [
+        f'ALTER ROLE "{contract.TENANT.app_role}" VALID UNTIL \'infinity\'',
+        f'ALTER ROLE "{contract.SHARED.readonly_role}" NOBYPASSRLS',
+        f'REVOKE "{contract.PRODUCT.owner_role}" FROM "{contract.TENANT.app_role}"',
+        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" REVOKE ALL ON TABLES FROM "mallory"',
+        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" REVOKE ALL ON TABLES FROM "{ro}"',
+        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" GRANT SELECT ON TABLES TO "{ro}"',
     ]
 
 

@@ -43,8 +43,6 @@ def converged(port: int, store: SecretStore):
         logger.debug(f"planes.converged: cluster not reachable yet ({e.__class__.__name__})")
         yield FunctionCommand(_converge, (port, store), {})
         return
-    # bench/deploy_bench.py counts these from a --debug run.
-    logger.debug(f"planes.converged: {ROUND_TRIPS[0]} SQL round trips (catalog queries)")
     if host.state.current_stage != StateStage.Execute:
         for step in steps:  # what --dry shows
             _log(f"would {step.summary}")
@@ -52,15 +50,22 @@ def converged(port: int, store: SecretStore):
         yield FunctionCommand(_apply, (port, store, steps), {})
 
 
-def _converge(port: int, store: SecretStore) -> None:
-    with admin_connect(host, port, store.password(ADMIN_ROLE)) as connect:
-        catalog.apply(connect, grants.plan(catalog.read(connect), store), _log)
+def _converge(state, host, port: int, store: SecretStore) -> bool:
+    return _apply(state, host, port, store, None)
 
 
-def _apply(port: int, store: SecretStore, steps: list[grants.Step]) -> None:
-    with admin_connect(host, port, store.password(ADMIN_ROLE)) as connect:
-        catalog.apply(connect, steps, _log)
+def _apply(state, host, port: int, store: SecretStore, steps: list[grants.Step] | None) -> bool:
+    """Run the planned steps (or plan now, when the cluster was not up to plan earlier)."""
+    try:
+        with admin_connect(host, port, store.password(ADMIN_ROLE)) as connect:
+            todo = steps if steps is not None else grants.plan(catalog.read(connect), store)
+            catalog.apply(connect, todo, lambda summary: _log(summary, host))
+    except catalog.StepFailed as e:
+        # e.g. drift only the superuser may repair (BYPASSRLS): say so in one line.
+        host.log_styled(f"{e}; repair it as the superuser, then deploy again", fg="red", log_func=logger.error)
+        return False
+    return True
 
 
-def _log(summary: str) -> None:
-    logger.info(f"{host.print_prefix}{summary}")
+def _log(summary: str, on=host) -> None:
+    logger.info(f"{on.print_prefix}{summary}")
