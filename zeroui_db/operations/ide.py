@@ -13,8 +13,10 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import FactBase, StringCommand, operation
 from pyinfra.api.exceptions import OperationError
+from pyinfra.api.state import StateStage
 
 from .. import contract, ledger, schemas, sqlite_ledger
+from .report import refusal
 
 _SOURCE = Path(sqlite_ledger.__file__).read_bytes()
 # Reads exactly the runner's source from stdin and runs it; the rest of stdin is the request.
@@ -82,7 +84,12 @@ def database(path: str, receipt_cache_limit: int):
     try:
         todo = ledger.pending(contract.IDE, files, have.get("ledger", {}))
     except ledger.MigrationError as e:
-        raise OperationError(str(e)) from None
+        if host.state.current_stage != StateStage.Execute:
+            raise OperationError(str(e)) from None  # change detection or --dry: one line, nothing ran
+        # With -y the operation is generated while executing, where a raised error escapes as a
+        # greenlet traceback: fail the operation instead, with the same one-line message.
+        yield refusal(str(e))
+        return
     settings = {"receipt_cache_limit": str(receipt_cache_limit)}
     current = {k: str(v) for k, v in have.get("settings", {}).items()}
     in_line = (

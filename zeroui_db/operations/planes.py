@@ -13,6 +13,7 @@ from .. import catalog, grants
 from ..admin_link import admin_connect
 from ..contract import ADMIN_ROLE
 from ..secret_store import SecretStore
+from .report import fail, progress
 
 # SQL round trips of the last check, for the benchmark.
 ROUND_TRIPS = [0]
@@ -45,7 +46,7 @@ def converged(port: int, store: SecretStore):
         return
     if host.state.current_stage != StateStage.Execute:
         for step in steps:  # what --dry shows
-            _log(f"would {step.summary}")
+            progress(f"would {step.summary}")
     if steps:
         yield FunctionCommand(_apply, (port, store, steps), {})
 
@@ -59,13 +60,8 @@ def _apply(state, host, port: int, store: SecretStore, steps: list[grants.Step] 
     try:
         with admin_connect(host, port, store.password(ADMIN_ROLE)) as connect:
             todo = steps if steps is not None else grants.plan(catalog.read(connect), store)
-            catalog.apply(connect, todo, lambda summary: _log(summary, host))
+            catalog.apply(connect, todo, lambda summary: progress(summary, host))
     except catalog.StepFailed as e:
         # e.g. drift only the superuser may repair (BYPASSRLS): say so in one line.
-        host.log_styled(f"{e}; repair it as the superuser, then deploy again", fg="red", log_func=logger.error)
-        return False
+        return fail(host, f"{e}; repair it as the superuser, then deploy again")
     return True
-
-
-def _log(summary: str, on=host) -> None:
-    logger.info(f"{on.print_prefix}{summary}")

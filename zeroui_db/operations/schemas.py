@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import psycopg
-from pyinfra import host, logger
+from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.api.command import FunctionCommand
 from pyinfra.api.state import StateStage
@@ -11,6 +11,7 @@ from pyinfra.api.state import StateStage
 from .. import contract, ledger, schemas
 from ..admin_link import admin_connect
 from ..secret_store import SecretStore
+from .report import fail, progress, refusal
 
 
 @operation()
@@ -32,6 +33,13 @@ def migrated(port: int, store: SecretStore):
             for plane in contract.POSTGRES_PLANES:
                 with connect(plane.store) as conn:
                     todo[plane] = ledger.pending(plane, schemas.migrations(plane), ledger.applied(conn))
+    except ledger.MigrationError as e:
+        if host.state.current_stage != StateStage.Execute:
+            raise  # change detection or --dry: pyinfra reports it on one line before anything runs
+        # With -y the operation is generated while executing, where a raised error escapes as a
+        # greenlet traceback: fail the operation instead, with the same one-line message.
+        yield refusal(str(e))
+        return
     except psycopg.OperationalError:
         if host.state.current_stage == StateStage.Execute:
             raise
@@ -41,7 +49,7 @@ def migrated(port: int, store: SecretStore):
     if host.state.current_stage != StateStage.Execute:
         for plane, files in todo.items():
             for m in files:
-                _log(f"would apply {plane.key}/{m.name}")
+                progress(f"would apply {plane.key}/{m.name}")
     if todo:
         yield FunctionCommand(_apply, (port, store, tuple(todo)), {})
 
@@ -54,13 +62,8 @@ def _apply(state, host, port: int, store: SecretStore, planes: tuple[contract.Pl
                 with connect(plane.store) as conn:
                     files = schemas.migrations(plane)
                     for migration in ledger.pending(plane, files, ledger.applied(conn)):
-                        ledger.apply(conn, plane, migration, lambda message: _log(message, host))
+                        ledger.apply(conn, plane, migration, lambda message: progress(message, host))
     except ledger.MigrationError as e:
         # One line, no traceback: which file, which statement, and that nothing half-applied.
-        host.log_styled(str(e), fg="red", log_func=logger.error)
-        return False
+        return fail(host, str(e))
     return True
-
-
-def _log(message: str, on=host) -> None:
-    logger.info(f"{on.print_prefix}{message}")
