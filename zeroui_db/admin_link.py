@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+from paramiko import SSHException
 from pyinfra import logger
 
 from . import contract
@@ -92,7 +93,14 @@ class _Forwarder:
                 sock, peer = self.server.accept()
             except OSError:  # closed by __exit__
                 return
-            channel = self.transport.open_channel("direct-tcpip", (LOOPBACK, self.remote_port), peer)
+            try:
+                channel = self.transport.open_channel("direct-tcpip", (LOOPBACK, self.remote_port), peer)
+            except (SSHException, OSError) as e:
+                # Nothing listens there (yet): close at once, so the client fails now with
+                # "server closed the connection" rather than after its connect_timeout.
+                logger.debug(f"admin link: no channel to {LOOPBACK}:{self.remote_port} on the host ({e})")
+                sock.close()
+                continue
             threading.Thread(target=_pipe, args=(sock, channel), daemon=True).start()
             threading.Thread(target=_pipe, args=(channel, sock), daemon=True).start()
 
