@@ -28,14 +28,14 @@ if host in inventory.get_group(SERVER_GROUP, []):
     files.template(
         name="postgresql.conf",
         src=template_path("postgresql.conf.j2"), dest=pg.postgresql_conf,
-        user="postgres", group="postgres", mode="644",
+        user="postgres", group="postgres", mode="644", create_remote_dir=False,
         site=site, cluster=pg, listen_addresses=[str(a) for a in site.cluster.listen_addresses],
         ssl_cert_file=pg.ssl_cert_file, ssl_key_file=pg.ssl_key_file,
     )
     files.template(
         name="pg_hba.conf (plane boundaries)",
         src=template_path("pg_hba.conf.j2"), dest=pg.pg_hba_conf,
-        user="postgres", group="postgres", mode="640",
+        user="postgres", group="postgres", mode="640", create_remote_dir=False,
         **hba.template_context(site),
     )
     cluster.running(name="Cluster running with current configuration", cluster=pg)

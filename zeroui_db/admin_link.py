@@ -8,6 +8,7 @@ to be reachable from the operator's network and pg_hba keeps it on loopback.
 
 from __future__ import annotations
 
+import atexit
 import socket
 import threading
 from collections.abc import Iterator
@@ -16,9 +17,10 @@ from contextlib import contextmanager
 import psycopg
 from paramiko import SSHException
 from pyinfra import logger
+from pyinfra.api.state import StateStage
 
 from . import contract
-from .catalog import Connect
+from .catalog import ROLE_ATTRIBUTES, Connect
 
 LOOPBACK = "127.0.0.1"
 
@@ -32,29 +34,93 @@ def connect_kwargs(port: int, password: str, dbname: str, host: str = LOOPBACK) 
     }
 
 
+class AdminLink:
+    """Admin connections to one cluster, one per database, opened on first use."""
+
+    def __init__(self, host, port: int, password: str):
+        self.password = password
+        self._reach = _reach(host, port)
+        self.address, self.local_port = self._reach.__enter__()
+        self.conns: dict[str, psycopg.Connection] = {}
+        self.counts = {"connections": 0, "statements": 0}
+        counts = self.counts
+
+        class CountingCursor(psycopg.Cursor):  # for the benchmark's round-trip count
+            def execute(self, *args, **kwargs):
+                counts["statements"] += 1
+                return super().execute(*args, **kwargs)
+
+        self._cursor = CountingCursor
+
+    def connect(self, dbname: str) -> psycopg.Connection:
+        conn = self.conns.get(dbname)
+        if conn is None or conn.closed or conn.broken:
+            self.counts["connections"] += 1
+            conn = self.conns[dbname] = psycopg.connect(
+                **connect_kwargs(self.local_port, self.password, dbname, self.address), cursor_factory=self._cursor,
+            )
+        return conn
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            conn.close()
+        self.conns.clear()
+        self._reach.__exit__(None, None, None)
+
+
+# Links kept for the rest of a run, so the operations after the cluster is up share their
+# connections (one TLS handshake and SCRAM exchange per database, not per operation).
+_SHARED: dict[tuple[str, int, str], AdminLink] = {}
+
+
+@atexit.register
+def _close_shared() -> None:
+    for link in _SHARED.values():
+        try:
+            link.close()
+        except Exception:  # the SSH session may already be gone at exit; nothing to save
+            pass
+    _SHARED.clear()
+
+
 @contextmanager
 def admin_connect(host, port: int, password: str) -> Iterator[Connect]:
-    """Yield a function opening admin connections to ``port`` on ``host``'s loopback.
+    """Yield a function returning the admin connection to a database on ``host``'s cluster.
 
-    How many connections and statements went through is logged at debug level on exit
+    While executing, connections are kept and shared by later operations; while preparing
+    (change detection, ``--dry``) they are closed on leaving, since the cluster may be
+    started or restarted before execution. Callers never close them.
+    How many connections and statements an operation used is logged at debug level
     (bench/deploy_bench.py counts a no-op's SQL round trips from it).
     """
-    counts = {"connections": 0, "statements": 0}
+    shared = host.state.current_stage == StateStage.Execute
+    key = (host.name, port, password)
+    link = _SHARED.get(key) if shared else None
+    if link is None:
+        link = AdminLink(host, port, password)
+        if shared:
+            _SHARED[key] = link
+    before = dict(link.counts)
+    try:
+        yield link.connect
+    finally:
+        used = {k: link.counts[k] - before[k] for k in before}
+        logger.debug(f"admin link: {used['connections']} connection(s), {used['statements']} statement(s)")
+        if not shared:
+            link.close()
 
-    class CountingCursor(psycopg.Cursor):
-        def execute(self, *args, **kwargs):
-            counts["statements"] += 1
-            return super().execute(*args, **kwargs)
 
-    def connect(dbname: str) -> psycopg.Connection:
-        counts["connections"] += 1
-        return psycopg.connect(**connect_kwargs(local_port, password, dbname, address), cursor_factory=CountingCursor)
+def own_attributes(host, port: int, password: str) -> dict | None:
+    """The admin role's attributes as it sees them after logging in with ``password``, or
+    None when it cannot log in (no cluster yet, no role yet, or another password)."""
+    try:
+        with admin_connect(host, port, password) as connect:
+            return connect(contract.MAINTENANCE_DB).execute(_OWN_ATTRIBUTES).fetchone()[0]
+    except psycopg.OperationalError:
+        return None
 
-    with _reach(host, port) as (address, local_port):
-        try:
-            yield connect
-        finally:
-            logger.debug(f"admin link: {counts['connections']} connection(s), {counts['statements']} statement(s)")
+
+_OWN_ATTRIBUTES = f"SELECT {ROLE_ATTRIBUTES} FROM pg_roles WHERE rolname = current_user"
 
 
 @contextmanager

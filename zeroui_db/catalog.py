@@ -18,12 +18,14 @@ from .grants import Catalog, DatabaseState, Grants, Step
 
 Connect = Callable[[str], psycopg.Connection]  # database name -> open admin connection
 
-_CLUSTER_QUERY = """
+# A role's attributes as grants.role_steps compares them (pg_roles columns without "rol").
+ROLE_ATTRIBUTES = """json_build_object('super', rolsuper, 'createdb', rolcreatedb, 'createrole', rolcreaterole,
+    'replication', rolreplication, 'bypassrls', rolbypassrls, 'inherit', rolinherit,
+    'canlogin', rolcanlogin, 'validuntil', rolvaliduntil::text)"""
+
+_CLUSTER_QUERY = f"""
 SELECT
-  (SELECT coalesce(json_object_agg(rolname, json_build_object(
-      'super', rolsuper, 'createdb', rolcreatedb, 'createrole', rolcreaterole,
-      'replication', rolreplication, 'bypassrls', rolbypassrls, 'inherit', rolinherit,
-      'canlogin', rolcanlogin, 'validuntil', rolvaliduntil::text)), '{}')
+  (SELECT coalesce(json_object_agg(rolname, {ROLE_ATTRIBUTES}), '{{}}')
    FROM pg_roles WHERE rolname = ANY(%(roles)s)),
   (SELECT coalesce(json_agg(json_build_array(pg_get_userbyid(am.roleid), pg_get_userbyid(am.member))), '[]')
    FROM pg_auth_members am
@@ -32,7 +34,7 @@ SELECT
       'owner', pg_get_userbyid(d.datdba),
       'acl', (SELECT json_agg(json_build_array(
                 CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type))
-              FROM aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a))), '{}')
+              FROM aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a))), '{{}}')
    FROM pg_database d WHERE d.datname = ANY(%(databases)s))
 """
 
@@ -59,10 +61,9 @@ def read(connect: Connect, counter: list[int] | None = None) -> Catalog:
     """Observe the cluster. ``counter`` (if given) counts SQL round trips."""
     planes = contract.POSTGRES_PLANES
     roles = [contract.ADMIN_ROLE, *(r for p in planes for r in p.roles)]
-    with connect(contract.MAINTENANCE_DB) as conn:
-        row = conn.execute(_CLUSTER_QUERY, {
-            "roles": roles, "databases": [p.store for p in planes],
-        }).fetchone()
+    row = connect(contract.MAINTENANCE_DB).execute(_CLUSTER_QUERY, {
+        "roles": roles, "databases": [p.store for p in planes],
+    }).fetchone()
     _count(counter)
     role_attrs, members, databases = row
     catalog = Catalog(
@@ -76,9 +77,8 @@ def read(connect: Connect, counter: list[int] | None = None) -> Catalog:
         # the database is treated as freshly created (the plan grants membership first).
         if state is None or plane.owner_role not in catalog.admin_member_of:
             continue
-        with connect(plane.store) as conn:
-            schema_acl, default_acl = conn.execute(
-                _DATABASE_QUERY, {"schema": "public", "owner": plane.owner_role}).fetchone()
+        schema_acl, default_acl = connect(plane.store).execute(
+            _DATABASE_QUERY, {"schema": "public", "owner": plane.owner_role}).fetchone()
         _count(counter)
         state.schema_acl = _grants(schema_acl)
         by_grantee: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
@@ -93,24 +93,16 @@ class StepFailed(Exception):
 
 
 def apply(connect: Connect, steps: list[Step], log: Callable[[str], None] = lambda _: None) -> None:
-    """Run steps in order, one connection per database, each statement on its own
-    (CREATE DATABASE cannot run in a transaction; a re-run converges after a failure)."""
-    conns: dict[str, psycopg.Connection] = {}
-    try:
-        for step in steps:
-            conn = conns.get(step.database)
-            if conn is None:
-                conn = conns[step.database] = connect(step.database)
-            log(step.summary)
-            try:
-                conn.execute(step.statement)
-            except psycopg.Error as e:
-                raise StepFailed(f"could not {step.summary}: {e.diag.message_primary or e}") from None
-            if step.after:
-                step.after()
-    finally:
-        for conn in conns.values():
-            conn.close()
+    """Run steps in order, each statement on its own (CREATE DATABASE cannot run in a
+    transaction; a re-run converges after a failure)."""
+    for step in steps:
+        log(step.summary)
+        try:
+            connect(step.database).execute(step.statement)
+        except psycopg.Error as e:
+            raise StepFailed(f"could not {step.summary}: {e.diag.message_primary or e}") from None
+        if step.after:
+            step.after()
 
 
 def _count(counter: list[int] | None) -> None:

@@ -215,6 +215,9 @@ def _parse_clients(r: _Reader) -> dict[str, GroupAccess]:
                        "remove it; the contract does not allow this grant")
             if plane not in planes:
                 planes.append(plane)
+        if group is contract.ADMIN_HOSTS and not any(ipaddress.ip_address(ADMIN_LOOPBACK) in n for n in networks):
+            r.fail(g.key("networks"), f"lacks {ADMIN_LOOPBACK}",
+                   f"add {ADMIN_LOOPBACK}/32: the deploy's admin connection arrives over loopback")
         clients[group.key] = GroupAccess(group, tuple(networks), tuple(planes))
     return clients
 

@@ -10,63 +10,59 @@ from dataclasses import dataclass
 from psycopg import sql
 from pyinfra.api import FactBase, QuoteString, StringCommand
 
+from .catalog import ROLE_ATTRIBUTES
+
 
 @dataclass(frozen=True)
 class ClusterInfo:
     version: int
     name: str
     port: int
-    online: bool
     data_directory: str
 
 
-class PostgresClusters(FactBase):
+@dataclass(frozen=True)
+class PostgresHostInfo:
+    distro_major: int | None  # the PostgreSQL major this distribution ships, if known
+    clusters: tuple[ClusterInfo, ...]
+
+
+class PostgresHost(FactBase):
     """
-    Clusters known to postgresql-common (``pg_lsclusters``), online or not:
+    The distribution's PostgreSQL major and the clusters postgresql-common knows (as
+    ``pg_lsclusters`` lists them, read from their ``postgresql.conf`` in shell rather than
+    by starting Perl):
 
     .. code:: python
 
-        [ClusterInfo(version=15, name="main", port=5432, online=False, data_directory="/var/lib/...")]
+        PostgresHostInfo(distro_major=15, clusters=(ClusterInfo(15, "main", 5432, "/var/lib/postgresql/15/main"),))
     """
 
-    default = list
-
-    def requires_command(self) -> str:
-        return "pg_lsclusters"
+    default = lambda self: PostgresHostInfo(None, ())  # noqa: E731
 
     def command(self) -> str:
-        return "pg_lsclusters --no-header"
-
-    def process(self, output):
-        clusters = []
-        for line in output:
-            fields = line.split()
-            if len(fields) >= 6 and fields[0].isdigit():
-                clusters.append(ClusterInfo(
-                    int(fields[0]), fields[1], int(fields[2]), fields[3].startswith("online"), fields[5],
-                ))
-        return clusters
-
-
-class DistroPostgresMajor(FactBase):
-    """
-    The PostgreSQL major this distribution ships (``15`` on Debian 12), or None.
-    """
-
-    default = lambda self: None  # noqa: E731
-
-    def command(self) -> str:
-        # postgresql-common knows once installed; before that, the package index does.
+        # postgresql-common knows the major once installed; before that, the package index.
+        conf_value = "sed -n \"s/^[[:space:]]*{0}[[:space:]]*=[[:space:]]*'\\{{0,1\\}}\\([^'[:space:]#]*\\).*/\\1/p\" \"$f\" | tail -n 1"
         return (
             "if [ -x /usr/share/postgresql-common/supported-versions ]; then "
-            "/usr/share/postgresql-common/supported-versions; "
-            "else apt-cache show --no-all-versions postgresql 2>/dev/null "
-            "| sed -n 's/^Depends: postgresql-\\([0-9][0-9]*\\).*/\\1/p'; fi"
+            "echo major $(/usr/share/postgresql-common/supported-versions | tail -n 1); "
+            "else echo major $(apt-cache show --no-all-versions postgresql 2>/dev/null "
+            "| sed -n 's/^Depends: postgresql-\\([0-9][0-9]*\\).*/\\1/p'); fi; "
+            "for f in /etc/postgresql/*/*/postgresql.conf; do [ -f \"$f\" ] || continue; "
+            "d=${f%/postgresql.conf}; n=${d##*/}; v=${d%/*}; v=${v##*/}; "
+            f"p=$({conf_value.format('port')}); dd=$({conf_value.format('data_directory')}); "
+            'echo cluster "$v" "$n" "${p:-5432}" "${dd:-/var/lib/postgresql/$v/$n}"; done'
         )
 
     def process(self, output):
-        majors = [int(line) for line in output if line.strip().isdigit()]
-        return max(majors) if majors else None
+        major, clusters = None, []
+        for line in output:
+            fields = line.split()
+            if fields[:1] == ["major"] and len(fields) == 2 and fields[1].isdigit():
+                major = int(fields[1])
+            elif fields[:1] == ["cluster"] and len(fields) == 5 and fields[1].isdigit() and fields[3].isdigit():
+                clusters.append(ClusterInfo(int(fields[1]), fields[2], int(fields[3]), fields[4]))
+        return PostgresHostInfo(major, tuple(clusters))
 
 
 @dataclass(frozen=True)
@@ -132,12 +128,8 @@ class RoleAttributes(FactBase):
     default = lambda self: None  # noqa: E731
 
     def command(self, role: str, port: int) -> StringCommand:
-        query = sql.SQL(
-            "SELECT json_build_object('super', rolsuper, 'createdb', rolcreatedb, 'createrole', rolcreaterole,"
-            " 'replication', rolreplication, 'bypassrls', rolbypassrls, 'inherit', rolinherit,"
-            " 'canlogin', rolcanlogin, 'validuntil', rolvaliduntil::text)"
-            " FROM pg_roles WHERE rolname = {}"
-        ).format(sql.Literal(role)).as_string()
+        query = sql.SQL(f"SELECT {ROLE_ATTRIBUTES} FROM pg_roles WHERE rolname = {{}}").format(
+            sql.Literal(role)).as_string()
         return StringCommand(
             "psql", "-XAtq", "-p", str(port), "-d", "postgres", "-c", QuoteString(query), "2>/dev/null", "||", "true",
         )

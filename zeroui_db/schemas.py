@@ -21,7 +21,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlparse
 
 from . import contract
 from .contract import Plane
@@ -48,6 +47,8 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
     def statements(self) -> list[str]:
+        import sqlparse  # only when applying: a no-op deploy needs checksums alone
+
         return [s for s in sqlparse.split(self.sql) if sqlparse.format(s, strip_comments=True).strip()]
 
 
@@ -98,6 +99,8 @@ def _columns(body: str) -> tuple[str, ...]:
 
 
 def tables(plane_key: str, root: Path = SCHEMA_DIR) -> list[Table]:
+    import sqlparse
+
     out = []
     for path in sorted((root / plane_key).glob("*.sql")):
         for statement in sqlparse.split(path.read_text()):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from . import contract
 from .config import ConfigError, Site, parse_site
-from .facts import DistroPostgresMajor, PostgresClusters
+from .facts import PostgresHost
 from .layout import ClusterLayout, layout
 from .secret_store import SecretStore
 
@@ -41,15 +41,15 @@ class ServerPlan:
 
 def server_plan(site: Site, host) -> ServerPlan:
     """Resolve the cluster on ``host`` and refuse a port held by another cluster."""
-    version = site.cluster.version or host.get_fact(DistroPostgresMajor)
+    pg = host.get_fact(PostgresHost)
+    version = site.cluster.version or pg.distro_major
     if version is None:
         raise ConfigError(
             site.name, "cluster.version", f"the distribution's PostgreSQL major is unknown on {host.name}",
             "set cluster.version, or run apt-get update on that host",
         )
-    clusters = host.get_fact(PostgresClusters)
-    mine = next((c for c in clusters if (c.version, c.name) == (version, site.cluster.name)), None)
-    for other in clusters:
+    mine = next((c for c in pg.clusters if (c.version, c.name) == (version, site.cluster.name)), None)
+    for other in pg.clusters:
         if other is not mine and other.port == site.cluster.port:
             raise ConfigError(
                 site.name, "cluster.port",

@@ -144,3 +144,11 @@ def test_env_file_group_mode_needs_a_group(data):
 def test_env_file_mode_is_restricted(data):
     data["env_files"]["mode"] = "0644"
     assert error(data) == "inventory pilot: env_files.mode: '0644' is not allowed; use 0600 or 0640"
+
+
+def test_admin_hosts_keep_loopback(data):
+    data["clients"]["admin_hosts"]["networks"] = ["10.9.0.0/24"]
+    assert error(data) == (
+        "inventory pilot: clients.admin_hosts.networks: lacks 127.0.0.1; "
+        "add 127.0.0.1/32: the deploy's admin connection arrives over loopback"
+    )

@@ -1,24 +1,26 @@
 """Parsing what the host says, including when there is nothing (fresh host, --dry)."""
 
-from zeroui_db.facts import ClusterInfo, ClusterServerState, DistroPostgresMajor, PostgresClusters
+from zeroui_db.facts import ClusterInfo, ClusterServerState, PostgresHost, PostgresHostInfo
 
 
-def test_clusters_parsed():
-    out = [
-        "15  main    5432  down   postgres /var/lib/postgresql/15/main  /var/log/postgresql/postgresql-15-main.log",
-        "16  zt1     15500 online postgres /srv/pg/16/zt1               /var/log/postgresql/postgresql-16-zt1.log",
-    ]
-    assert PostgresClusters().process(out) == [
-        ClusterInfo(15, "main", 5432, False, "/var/lib/postgresql/15/main"),
-        ClusterInfo(16, "zt1", 15500, True, "/srv/pg/16/zt1"),
-    ]
-    assert PostgresClusters().process([]) == []
+def test_postgres_host_parsed():
+    out = ["major 15", "cluster 15 main 5432 /var/lib/postgresql/15/main", "cluster 16 zt1 15500 /srv/pg/16/zt1"]
+    assert PostgresHost().process(out) == PostgresHostInfo(15, (
+        ClusterInfo(15, "main", 5432, "/var/lib/postgresql/15/main"),
+        ClusterInfo(16, "zt1", 15500, "/srv/pg/16/zt1"),
+    ))
+    assert PostgresHost().process(["major"]) == PostgresHostInfo(None, ())  # fresh host, no index
 
 
-def test_distro_major():
-    assert DistroPostgresMajor().process(["15"]) == 15
-    assert DistroPostgresMajor().process(["13", "15"]) == 15
-    assert DistroPostgresMajor().process([]) is None
+def test_postgres_host_reads_real_files(tmp_path):
+    """The shell reads port and data_directory the way postgresql.conf writes them."""
+    import subprocess
+    conf = tmp_path / "15" / "x" / "postgresql.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("#port = 1\nport = 5433\t\t# (change requires restart)\ndata_directory = '/srv/x'\t# use data\n")
+    command = PostgresHost().command().replace("/etc/postgresql", str(tmp_path))
+    out = subprocess.run(command, shell=True, capture_output=True, text=True).stdout.splitlines()
+    assert PostgresHost().process(out).clusters == (ClusterInfo(15, "x", 5433, "/srv/x"),)
 
 
 def test_server_state():

@@ -11,7 +11,7 @@ from pyinfra import host
 from pyinfra.api import StringCommand, operation
 from pyinfra.api.command import FunctionCommand
 
-from .. import contract, grants
+from .. import admin_link, contract, grants
 from ..facts import RoleAttributes
 from ..layout import ClusterLayout
 from ..secret_store import SecretStore
@@ -29,14 +29,18 @@ def admin(cluster: ClusterLayout, store: SecretStore):
 
         roles.admin(name="Bootstrap the admin role", cluster=layout, store=store)
     """
+    password = store.password(contract.ADMIN_ROLE)
+    # Logging in with the current password proves it is applied; its own attributes
+    # in line too means there is nothing for the superuser to do.
+    own = admin_link.own_attributes(host, cluster.port, password)
+    if own is not None and not grants.role_steps(contract.ADMIN_ROLE, grants.ADMIN_ATTRS, own, None, None):
+        return
     # Before the cluster runs (a fresh host, or --dry) the fact is None: create the role.
     have = host.get_fact(RoleAttributes, role=contract.ADMIN_ROLE, port=cluster.port, _su_user="postgres")
-    applied = store.applied_verifier(contract.ADMIN_ROLE)
     verifier = None
-    if applied is None:
-        verifier = lambda: store.fresh_verifier(contract.ADMIN_ROLE)  # noqa: E731
-    elif have is None:
-        verifier = lambda: applied  # noqa: E731
+    if own is None:  # no role yet, or it does not take the current password: (re)apply it
+        applied = store.applied_verifier(contract.ADMIN_ROLE)
+        verifier = lambda: applied or store.fresh_verifier(contract.ADMIN_ROLE)  # noqa: E731
     steps = grants.role_steps(
         contract.ADMIN_ROLE, grants.ADMIN_ATTRS, have, verifier,
         lambda v: store.record_applied(contract.ADMIN_ROLE, v),

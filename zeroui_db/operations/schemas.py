@@ -31,8 +31,7 @@ def migrated(port: int, store: SecretStore):
     try:
         with admin_connect(host, port, store.password(contract.ADMIN_ROLE)) as connect:
             for plane in contract.POSTGRES_PLANES:
-                with connect(plane.store) as conn:
-                    todo[plane] = ledger.pending(plane, schemas.migrations(plane), ledger.applied(conn))
+                todo[plane] = ledger.pending(plane, schemas.migrations(plane), ledger.applied(connect(plane.store)))
     except ledger.MigrationError as e:
         if host.state.current_stage != StateStage.Execute:
             raise  # change detection or --dry: pyinfra reports it on one line before anything runs
@@ -59,10 +58,9 @@ def _apply(state, host, port: int, store: SecretStore, planes: tuple[contract.Pl
     try:
         with admin_connect(host, port, store.password(contract.ADMIN_ROLE)) as connect:
             for plane in planes:
-                with connect(plane.store) as conn:
-                    files = schemas.migrations(plane)
-                    for migration in ledger.pending(plane, files, ledger.applied(conn)):
-                        ledger.apply(conn, plane, migration, lambda message: progress(message, host))
+                conn = connect(plane.store)
+                for migration in ledger.pending(plane, schemas.migrations(plane), ledger.applied(conn)):
+                    ledger.apply(conn, plane, migration, lambda message: progress(message, host))
     except ledger.MigrationError as e:
         # One line, no traceback: which file, which statement, and that nothing half-applied.
         return fail(host, str(e))
