@@ -101,18 +101,19 @@ def test_stale_leftovers_are_removed():
 
 
 def test_routed_subnet_is_refused():
-    # A dummy link routes a test-only range (RFC 2544) for the moment of the check.
-    dummy, net = f"{PREFIX}dummy0", "198.18.7.0/24"
-    subprocess.run(["ip", "link", "add", dummy, "type", "dummy"], check=True)
+    # A veth link (the kernel here has no dummy links) routes a test-only range (RFC 2544)
+    # for the moment of the check.
+    link, net = f"{PREFIX}route0", "198.18.7.0/24"
+    subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", f"{PREFIX}route1"], check=True)
     try:
-        subprocess.run(["ip", "addr", "add", "198.18.7.1/24", "dev", dummy], check=True)
-        subprocess.run(["ip", "link", "set", dummy, "up"], check=True)
+        subprocess.run(["ip", "addr", "add", "198.18.7.1/24", "dev", link], check=True)
+        subprocess.run(["ip", "link", "set", link, "up"], check=True)
         with pytest.raises(RuntimeError, match="already routed") as err:
             Lab(prefix=PREFIX, subnet=net).__enter__()
         assert net in str(err.value)
         assert not _link_exists(f"{PREFIX}br0")
     finally:
-        subprocess.run(["ip", "link", "del", dummy], capture_output=True)
+        subprocess.run(["ip", "link", "del", link], capture_output=True)
 
 
 @pytest.fixture(scope="module")
