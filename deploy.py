@@ -18,8 +18,7 @@ from zeroui_db.templates import template_path
 site, store = load_site(inventory)
 
 if host in inventory.get_group(SERVER_GROUP, []):
-    plan = server_plan(site, host)
-    pg = plan.layout
+    pg = server_plan(site, host)
 
     cluster.packages(name=f"PostgreSQL {pg.version} packages", version=pg.version)
     cluster.present(

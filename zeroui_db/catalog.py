@@ -57,14 +57,13 @@ def _grants(pairs: Iterable[list[str]] | None) -> Grants:
     return {k: frozenset(v) for k, v in out.items()}
 
 
-def read(connect: Connect, counter: list[int] | None = None) -> Catalog:
-    """Observe the cluster. ``counter`` (if given) counts SQL round trips."""
+def read(connect: Connect) -> Catalog:
+    """Observe the cluster: one query on the maintenance database, one per plane database."""
     planes = contract.POSTGRES_PLANES
     roles = [contract.ADMIN_ROLE, *(r for p in planes for r in p.roles)]
     row = connect(contract.MAINTENANCE_DB).execute(_CLUSTER_QUERY, {
         "roles": roles, "databases": [p.store for p in planes],
     }).fetchone()
-    _count(counter)
     role_attrs, members, databases = row
     catalog = Catalog(
         roles=role_attrs,
@@ -79,7 +78,6 @@ def read(connect: Connect, counter: list[int] | None = None) -> Catalog:
             continue
         schema_acl, default_acl = connect(plane.store).execute(
             _DATABASE_QUERY, {"schema": "public", "owner": plane.owner_role}).fetchone()
-        _count(counter)
         state.schema_acl = _grants(schema_acl)
         by_grantee: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         for grantee, objtype, privilege in default_acl:
@@ -104,7 +102,3 @@ def apply(connect: Connect, steps: list[Step], log: Callable[[str], None] = lamb
         if step.after:
             step.after()
 
-
-def _count(counter: list[int] | None) -> None:
-    if counter is not None:
-        counter[0] += 1

@@ -174,3 +174,19 @@ class FilesState(FactBase):
             mode, user, group, sha1, path = line.split(" ", 4)
             found[path] = FileState(mode, user, group, None if sha1 == "-" else sha1)
         return found
+
+
+class XdgDirs(FactBase):
+    """
+    The deploying user's XDG data and config directories on the host.
+
+    .. code:: python
+
+        {"data": "/home/dev/.local/share", "config": "/home/dev/.config"}
+    """
+
+    def command(self) -> str:
+        return 'echo "${XDG_DATA_HOME:-$HOME/.local/share}"; echo "${XDG_CONFIG_HOME:-$HOME/.config}"'
+
+    def process(self, output):
+        return {"data": output[0], "config": output[1]}

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from . import contract
 from .config import ConfigError, Site, parse_site
-from .facts import PostgresHost
+from .facts import PostgresHost, XdgDirs
 from .layout import ClusterLayout, layout
 from .secret_store import SecretStore
 
@@ -33,14 +33,9 @@ def load_site(inventory) -> tuple[Site, SecretStore]:
     return site, store
 
 
-@dataclass(frozen=True)
-class ServerPlan:
-    layout: ClusterLayout
-    adopted: bool
-
-
-def server_plan(site: Site, host) -> ServerPlan:
-    """Resolve the cluster on ``host`` and refuse a port held by another cluster."""
+def server_plan(site: Site, host) -> ClusterLayout:
+    """Resolve the cluster on ``host`` (an existing one of that name is adopted) and refuse
+    a port held by another cluster."""
     pg = host.get_fact(PostgresHost)
     version = site.cluster.version or pg.distro_major
     if version is None:
@@ -56,7 +51,7 @@ def server_plan(site: Site, host) -> ServerPlan:
                 f"{site.cluster.port} is held by cluster {other.version}/{other.name} on {host.name}",
                 f"choose a free port, or adopt that cluster with cluster.name '{other.name}'",
             )
-    return ServerPlan(layout(site.cluster, version, mine.data_directory if mine else None), mine is not None)
+    return layout(site.cluster, version, mine.data_directory if mine else None)
 
 
 @dataclass(frozen=True)
@@ -67,8 +62,6 @@ class IdePaths:
 
 def ide_paths(site: Site, host) -> IdePaths:
     """Where the IDE plane lives on a laptop: the user's XDG directories unless configured."""
-    from .operations.ide import XdgDirs
-
     xdg = host.get_fact(XdgDirs) if not (site.ide.data_dir and site.ide.config_dir) else {}
     data = site.ide.data_dir or f"{xdg['data']}/zeroui"
     config = site.ide.config_dir or f"{xdg['config']}/zeroui"

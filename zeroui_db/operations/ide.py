@@ -50,22 +50,6 @@ class IdeDatabase(FactBase):
         return json.loads("".join(output))
 
 
-class XdgDirs(FactBase):
-    """
-    The deploying user's XDG data and config directories on the host.
-
-    .. code:: python
-
-        {"data": "/home/dev/.local/share", "config": "/home/dev/.config"}
-    """
-
-    def command(self) -> str:
-        return 'echo "${XDG_DATA_HOME:-$HOME/.local/share}"; echo "${XDG_CONFIG_HOME:-$HOME/.config}"'
-
-    def process(self, output):
-        return {"data": output[0], "config": output[1]}
-
-
 @operation()
 def database(path: str, receipt_cache_limit: int):
     """

@@ -15,10 +15,6 @@ from ..contract import ADMIN_ROLE
 from ..secret_store import SecretStore
 from .report import fail, progress
 
-# SQL round trips of the last check, for the benchmark.
-ROUND_TRIPS = [0]
-
-
 @operation()
 def converged(port: int, store: SecretStore):
     """
@@ -33,10 +29,9 @@ def converged(port: int, store: SecretStore):
         planes.converged(name="Plane databases and roles", port=5432, store=store)
     """
     password = store.password(ADMIN_ROLE)
-    ROUND_TRIPS[0] = 0
     try:
         with admin_connect(host, port, password) as connect:
-            steps = grants.plan(catalog.read(connect, ROUND_TRIPS), store)
+            steps = grants.plan(catalog.read(connect), store)
     except psycopg.OperationalError as e:
         if host.state.current_stage == StateStage.Execute:
             raise
