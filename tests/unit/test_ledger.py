@@ -18,13 +18,13 @@ def test_changed_applied_file_is_refused_naming_both_checksums():
     with pytest.raises(ledger.MigrationError) as e:
         ledger.pending(contract.TENANT, [edited, B], {A.name: A.checksum})
     assert str(e.value) == (
-        f"tenant/0001_a.sql changed after it was applied to zeroui_tenant_pg: applied checksum {A.checksum}, "
+        f"tenant/0001_a.sql changed after it was applied to {contract.TENANT.store}: applied checksum {A.checksum}, "
         f"file checksum {edited.checksum}; restore the file and put the change in a new migration"
     )
 
 
 def test_removed_applied_file_is_refused():
-    with pytest.raises(ledger.MigrationError, match="tenant/0001_a.sql is applied in zeroui_tenant_pg but its file is gone"):
+    with pytest.raises(ledger.MigrationError, match=f"tenant/0001_a.sql is applied in {contract.TENANT.store} but its file is gone"):
         ledger.pending(contract.TENANT, [B], {A.name: A.checksum})
 
 

@@ -3,10 +3,10 @@
 import os
 import stat
 
-from zeroui_db import scram
+from zeroui_db import contract, scram
 from zeroui_db.secret_store import SecretStore, env_override_name, main
 
-ROLE = "zeroui_tenant_app"
+ROLE = contract.TENANT.app_role
 
 
 def test_generated_once_and_private(tmp_path):

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from zeroui_db import sqlite_ledger
+from zeroui_db import contract, sqlite_ledger
 from zeroui_db.operations.ide import runner
 from zeroui_db.schemas import Migration
 
@@ -25,7 +25,7 @@ BAD = Migration("0002_bad.sql", "CREATE TABLE w (id INTEGER);\nINSERT INTO nowhe
 
 
 def test_apply_creates_a_private_wal_database_with_a_ledger(tmp_path):
-    path = str(tmp_path / "sub" / "zeroui_local.db")
+    path = str(tmp_path / "sub" / contract.IDE.store)
     assert sqlite_ledger.apply(path, req(ONE, TWO), {"receipt_cache_limit": "7"}) == {"applied": [ONE.name, TWO.name]}
     state = sqlite_ledger.state(path)
     assert state["ledger"] == {ONE.name: ONE.checksum, TWO.name: TWO.checksum}
