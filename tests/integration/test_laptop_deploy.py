@@ -267,7 +267,7 @@ def test_outbox_claims_in_order_retries_with_backoff_and_gives_up(laptop):
         # Second failure reaches max_attempts: dead, and never claimed again, due or not.
         conn.execute(QUERIES["Failed"], {"id": first, "error": "HTTP 503"})
         assert (_row(conn, first)["state"], _row(conn, first)["attempts"]) == ("dead", 2)
-        conn.execute(f"UPDATE outbox SET next_attempt_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour') "
+        conn.execute("UPDATE outbox SET next_attempt_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour') "
                      "WHERE id = ?", (first,))
         assert _claim(conn) is None
         assert _now(conn) > _row(conn, first)["next_attempt_at"]

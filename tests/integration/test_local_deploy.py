@@ -30,6 +30,7 @@ import matrix
 from clusters import drop_cluster, existing_clusters, free_port, unique_cluster_name
 from conftest import CLIENT_HOSTS
 from deployment import PYINFRA, REPO, run_deploy
+from hosts import probe, service_host, superuser_rows
 
 from zeroui_db import contract, envfiles, scram
 from zeroui_db.config import parse_site
@@ -51,22 +52,8 @@ PLANE_DBS = tuple(p.store for p in contract.POSTGRES_PLANES)
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def service_host(plane: contract.Plane) -> str:
-    """The lab host that runs ``plane``'s services (lab hosts are named after client groups)."""
-    return next(g.key for g in contract.SERVICE_GROUPS if g.plane is plane)
 
 
-def superuser_sql(port: int, dbname: str, script: str | sql.Composable) -> list[list[str]]:
-    """Run a script as the superuser over the local socket (peer auth); rows split on tabs."""
-    if isinstance(script, sql.Composable):
-        script = script.as_string()
-    proc = subprocess.run(
-        ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-F", "\t",
-         "-p", str(port), "-d", dbname, "-f", "-"],
-        input=script, text=True, capture_output=True, timeout=60, cwd="/",
-    )
-    assert proc.returncode == 0, proc.stderr
-    return [line.split("\t") for line in proc.stdout.splitlines()]
 
 
 @contextmanager
@@ -119,14 +106,6 @@ def dry_plan(site, inventory: Path | None = None) -> list[dict]:
     return payload["plan"]
 
 
-def probe(lab, client: str, site, user: str, dbname: str, password: str) -> tuple[bool, str]:
-    """One TLS connection attempt from a lab host (matrix's probe): (connected, error)."""
-    attempt = {"host": site.server_address, "port": site.port, "dbname": dbname, "user": user,
-               "password": password, "sslmode": "require"}
-    proc = lab.run(client, [sys.executable, matrix.PROBE], input=json.dumps([attempt]), timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    [result] = json.loads(proc.stdout)
-    return result["ok"], result["error"]
 
 
 def planned_changes(plan: list[dict]) -> list[str]:
@@ -432,7 +411,7 @@ def test_public_has_no_privilege_on_plane_databases(local_site):
 
 def test_stored_passwords_are_scram_verifiers_of_store_passwords(local_site):
     """pg_authid holds SCRAM-SHA-256 verifiers that match the store's passwords; owners have none."""
-    rows = dict(superuser_sql(local_site.port, contract.MAINTENANCE_DB, sql.SQL(
+    rows = dict(superuser_rows(local_site.port, contract.MAINTENANCE_DB, sql.SQL(
         "SELECT rolname, coalesce(rolpassword, '') FROM pg_authid WHERE rolname IN ({})").format(
         sql.SQL(", ").join(sql.Literal(r) for p in contract.POSTGRES_PLANES for r in p.roles)
         + sql.SQL(", ") + sql.Literal(contract.ADMIN_ROLE))))
@@ -452,7 +431,7 @@ def test_app_writes_and_ro_reads_owner_tables(lab, local_site, plane):
     app_table = sql.Identifier("public", f"zt_app_{secrets.token_hex(4)}")
     ro_table = sql.Identifier("public", f"zt_ro_{secrets.token_hex(4)}")
     port = local_site.port
-    superuser_sql(port, plane.store, sql.SQL("SET ROLE {}; CREATE TABLE {} (id serial PRIMARY KEY, note text);")
+    superuser_rows(port, plane.store, sql.SQL("SET ROLE {}; CREATE TABLE {} (id serial PRIMARY KEY, note text);")
                   .format(sql.Identifier(plane.owner_role), table))
     try:
         def run(role, statements):
@@ -470,12 +449,12 @@ def test_app_writes_and_ro_reads_owner_tables(lab, local_site, plane):
         assert (app[1]["rows"], app[3]["rows"], app[5]["rows"]) == ([["a"]], [["b"]], [])
         assert app[6]["sqlstate"] == INSUFFICIENT_PRIVILEGE
 
-        superuser_sql(port, plane.store, sql.SQL("INSERT INTO {} (note) VALUES ('seen')").format(table))
+        superuser_rows(port, plane.store, sql.SQL("INSERT INTO {} (note) VALUES ('seen')").format(table))
         ro = run(plane.readonly_role, [sel, ins, upd, dele, sql.SQL("CREATE TABLE {} (id int)").format(ro_table)])
         assert ro[0] == {"ok": True, "sqlstate": None, "rows": [["seen"]]}
         assert [(r["ok"], r["sqlstate"]) for r in ro[1:]] == [(False, INSUFFICIENT_PRIVILEGE)] * 4
     finally:
-        superuser_sql(port, plane.store, sql.SQL("DROP TABLE IF EXISTS {}, {}; SET ROLE {}; DROP TABLE {};").format(
+        superuser_rows(port, plane.store, sql.SQL("DROP TABLE IF EXISTS {}, {}; SET ROLE {}; DROP TABLE {};").format(
             app_table, ro_table, sql.Identifier(plane.owner_role), table))
 
 
@@ -494,7 +473,7 @@ def _drift(site) -> tuple[bool, bool]:
 def test_drift_is_planned_then_converged(local_site):
     """Out-of-band CREATEDB and PUBLIC CONNECT show in a dry run, are undone by a deploy, then nothing is left."""
     assert _drift(local_site) == (False, False)
-    superuser_sql(local_site.port, contract.MAINTENANCE_DB, sql.SQL(
+    superuser_rows(local_site.port, contract.MAINTENANCE_DB, sql.SQL(
         "ALTER ROLE {} CREATEDB; GRANT CONNECT ON DATABASE {} TO PUBLIC;").format(
         sql.Identifier(contract.TENANT.app_role), sql.Identifier(contract.PRODUCT.store)))
     try:

@@ -28,6 +28,7 @@ import pytest
 from psycopg import sql
 
 from deployment import PYINFRA, REPO, run_deploy
+from hosts import service_host, superuser_psql, superuser_rows
 
 from zeroui_db import admin_link, contract, ledger, schemas
 
@@ -41,28 +42,14 @@ OWNED_RELKINDS = ("r", "p", "v", "m", "S", "f")  # tables, views, sequences: eve
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def psql(port: int, dbname: str, script: str | sql.Composable, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a script as the superuser over the local socket (peer auth)."""
-    if isinstance(script, sql.Composable):
-        script = script.as_string()
-    proc = subprocess.run(
-        ["runuser", "-u", "postgres", "--", "psql", "-X", "-At", "-q", "-F", "\t", "-v", "ON_ERROR_STOP=1",
-         "-p", str(port), "-d", dbname, "-f", "-"],
-        input=script, text=True, capture_output=True, timeout=120, cwd="/",
-    )
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
-def rows(port: int, dbname: str, script: str | sql.Composable) -> list[list[str]]:
-    return [line.split("\t") for line in psql(port, dbname, script).stdout.splitlines()]
 
 
 def refused_as_superuser(port: int, dbname: str, script: str | sql.Composable) -> str:
     """Run a script that must fail as the superuser; its error output. psql stops at the
     first error and exits, so an open transaction is rolled back with the connection."""
-    proc = psql(port, dbname, script, check=False)
+    proc = superuser_psql(port, dbname, script, check=False)
     assert proc.returncode != 0, f"expected a refusal, got: {proc.stdout}"
     return proc.stderr
 
@@ -91,9 +78,6 @@ print(json.dumps(out, default=str))
 """
 
 
-def service_host(plane: contract.Plane) -> str:
-    """The lab host of ``plane``'s service group (lab hosts are named after client groups)."""
-    return next(g.key for g in contract.SERVICE_GROUPS if g.plane is plane)
 
 
 def session(lab, site, plane: contract.Plane, role: str, statements: list[str | sql.Composable]) -> list[dict]:
@@ -114,7 +98,7 @@ def outcome(results: list[dict]) -> list[tuple[bool, str | None]]:
 
 def public_tables(port: int, plane: contract.Plane) -> dict[str, str | None]:
     """Each table of the plane's public schema -> a column an UPDATE may name (not identity, not generated)."""
-    found = rows(port, plane.store, """
+    found = superuser_rows(port, plane.store, """
         SELECT c.relname,
                coalesce((SELECT a.attname FROM pg_attribute a
                          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -127,13 +111,13 @@ def public_tables(port: int, plane: contract.Plane) -> dict[str, str | None]:
 
 
 def ledger_rows(port: int, dbname: str) -> list[list[str]]:
-    return rows(port, dbname, sql.SQL(
+    return superuser_rows(port, dbname, sql.SQL(
         "SELECT filename, checksum, applied_by, applied_as FROM {} ORDER BY filename").format(
         sql.Identifier(ledger.TABLE)))
 
 
 def relation_exists(port: int, dbname: str, name: str) -> bool:
-    [[found]] = rows(port, dbname, sql.SQL("SELECT to_regclass({}) IS NOT NULL").format(
+    [[found]] = superuser_rows(port, dbname, sql.SQL("SELECT to_regclass({}) IS NOT NULL").format(
         sql.Literal(f"public.{name}")))
     return found == "t"
 
@@ -153,7 +137,7 @@ def test_ledger_lists_exactly_the_planes_migrations(local_site, plane):
 @pytest.mark.parametrize("plane", contract.POSTGRES_PLANES, ids=lambda p: p.key)
 def test_every_public_relation_is_owned_by_the_owner_role(local_site, plane):
     """Tables (the ledger included), sequences and views of the public schema belong to the plane's owner role."""
-    owners = rows(local_site.port, plane.store, sql.SQL("""
+    owners = superuser_rows(local_site.port, plane.store, sql.SQL("""
         SELECT c.relname, c.relkind, pg_get_userbyid(c.relowner)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = 'public' AND c.relkind = ANY({})
@@ -162,7 +146,7 @@ def test_every_public_relation_is_owned_by_the_owner_role(local_site, plane):
     declared = {t.name for t in schemas.tables(plane.key)}
     assert declared and declared | {ledger.TABLE} <= tables
     assert [(name, owner) for name, _, owner in owners if owner != plane.owner_role] == []
-    functions = rows(local_site.port, plane.store, """
+    functions = superuser_rows(local_site.port, plane.store, """
         SELECT p.proname, pg_get_userbyid(p.proowner) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname = 'public' ORDER BY 1""")
     assert [(name, owner) for name, owner in functions if owner != plane.owner_role] == []
@@ -316,7 +300,7 @@ def test_receipt_chain_detects_a_tampered_row(local_site):
     """With triggers off (replica mode) the superuser can rewrite a payload; verify_receipt_chain() then names
     that receipt. Everything is rolled back."""
     source = f"zt:{secrets.token_hex(4)}"
-    out = rows(local_site.port, contract.TENANT.store, f"""
+    out = superuser_rows(local_site.port, contract.TENANT.store, f"""
         BEGIN;
         {_receipt(source, 1)};
         {_receipt(source, 2)};
@@ -389,7 +373,7 @@ def test_product_lifecycle_transitions_are_enforced_for_the_app_role(lab, local_
 
 
 def _columns(port: int, dbname: str) -> list[tuple[str, str, str]]:
-    return [tuple(r) for r in rows(port, dbname, """
+    return [tuple(r) for r in superuser_rows(port, dbname, """
         SELECT table_schema, table_name, column_name FROM information_schema.columns
         WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_schema NOT LIKE 'pg\\_toast%'
         ORDER BY 1, 2, 3""")]
@@ -423,7 +407,7 @@ def test_tampered_applied_migration_stops_the_deploy(local_site):
         return sql.SQL("UPDATE {} SET checksum = {} WHERE filename = {} RETURNING filename").format(
             sql.Identifier(ledger.TABLE), sql.Literal(checksum), sql.Literal(migration.name))
 
-    assert rows(local_site.port, plane.store, update(fake)) == [[migration.name]]
+    assert superuser_rows(local_site.port, plane.store, update(fake)) == [[migration.name]]
     try:
         # As ./bundle deploy runs it (-y: the operation is generated while executing), and as a dry
         # run (generated while planning): both refuse with one line naming the file and both checksums.
@@ -437,7 +421,7 @@ def test_tampered_applied_migration_stops_the_deploy(local_site):
             assert f"{plane.key}/{migration.name}" in line and fake in line and migration.checksum in line, line
             assert "Traceback" not in run.stderr, run.stderr[-4000:]  # a refusal, not a crash
     finally:
-        psql(local_site.port, plane.store, update(migration.checksum))
+        superuser_psql(local_site.port, plane.store, update(migration.checksum))
     assert ledger_rows(local_site.port, plane.store)[1][:2] == [migration.name, migration.checksum]
     assert local_site.deploy().changed == []
 
@@ -491,7 +475,7 @@ def _hba_allow_admin(site, dbname: str) -> tuple[Path, bytes]:
     original = path.read_bytes()
     line = f"hostssl {dbname} {contract.ADMIN_ROLE} {admin_link.LOOPBACK}/32 scram-sha-256\n"
     path.write_bytes(line.encode() + original)  # in place: owner and mode stay
-    psql(site.port, contract.MAINTENANCE_DB, "SELECT pg_reload_conf();")
+    superuser_psql(site.port, contract.MAINTENANCE_DB, "SELECT pg_reload_conf();")
     return path, original
 
 
@@ -514,7 +498,7 @@ def test_concurrent_runners_apply_each_migration_once(local_site):
     files = schemas.migrations(plane)
     scratch = f"zt_concurrency_{secrets.token_hex(3)}"
     port = local_site.port
-    psql(port, contract.MAINTENANCE_DB, sql.SQL("CREATE DATABASE {} OWNER {}").format(
+    superuser_psql(port, contract.MAINTENANCE_DB, sql.SQL("CREATE DATABASE {} OWNER {}").format(
         sql.Identifier(scratch), sql.Identifier(plane.owner_role)))
     hba, original = _hba_allow_admin(local_site, scratch)
     try:
@@ -539,7 +523,7 @@ def test_concurrent_runners_apply_each_migration_once(local_site):
         assert all(relation_exists(port, scratch, t) for t in tables)
     finally:
         hba.write_bytes(original)
-        psql(port, contract.MAINTENANCE_DB, "SELECT pg_reload_conf();")
-        psql(port, contract.MAINTENANCE_DB, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+        superuser_psql(port, contract.MAINTENANCE_DB, "SELECT pg_reload_conf();")
+        superuser_psql(port, contract.MAINTENANCE_DB, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(scratch)))
     assert hba.read_bytes() == original

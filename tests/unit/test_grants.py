@@ -56,7 +56,7 @@ def test_empty_cluster_gets_everything():
         assert f'CREATE DATABASE "{plane.store}" OWNER "{plane.owner_role}" ENCODING \'UTF8\' TEMPLATE template0' in text
         assert f'REVOKE ALL ON DATABASE "{plane.store}" FROM PUBLIC' in text
         assert f'GRANT CONNECT ON DATABASE "{plane.store}" TO "{plane.app_role}"' in text
-        assert f'REVOKE ALL ON SCHEMA "public" FROM PUBLIC' in text
+        assert 'REVOKE ALL ON SCHEMA "public" FROM PUBLIC' in text
         assert (f'ALTER DEFAULT PRIVILEGES FOR ROLE "{plane.owner_role}" GRANT DELETE, INSERT, SELECT, UPDATE '
                 f'ON TABLES TO "{plane.app_role}"') in text
         assert (f'ALTER DEFAULT PRIVILEGES FOR ROLE "{plane.owner_role}" GRANT SELECT ON TABLES '

@@ -1,0 +1,47 @@
+"""Reaching what the tests deployed: the cluster as its superuser, and a plane's database
+from the lab host that runs that plane's services."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from psycopg import sql
+
+import matrix
+from zeroui_db import contract
+
+
+def service_host(plane: contract.Plane) -> str:
+    """The lab host that runs ``plane``'s services (lab hosts are named after client groups)."""
+    return next(g.key for g in contract.SERVICE_GROUPS if g.plane is plane)
+
+
+def superuser_psql(port: int, dbname: str, script: str | sql.Composable, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a script as the superuser over the local socket (peer auth); stops at the first error."""
+    if isinstance(script, sql.Composable):
+        script = script.as_string()
+    proc = subprocess.run(
+        ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-F", "\t",
+         "-p", str(port), "-d", dbname, "-f", "-"],
+        input=script, text=True, capture_output=True, timeout=120, cwd="/",
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def superuser_rows(port: int, dbname: str, script: str | sql.Composable) -> list[list[str]]:
+    """Rows of a superuser script, split on tabs."""
+    return [line.split("\t") for line in superuser_psql(port, dbname, script).stdout.splitlines()]
+
+
+def probe(lab, client: str, site, user: str, dbname: str, password: str) -> tuple[bool, str]:
+    """One TLS connection attempt from a lab host (matrix's probe): (connected, error)."""
+    attempt = {"host": site.server_address, "port": site.port, "dbname": dbname, "user": user,
+               "password": password, "sslmode": "require"}
+    proc = lab.run(client, [sys.executable, matrix.PROBE], input=json.dumps([attempt]), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    [result] = json.loads(proc.stdout)
+    return result["ok"], result["error"]
