@@ -178,7 +178,8 @@ def _parse_cluster(r: _Reader) -> ClusterConfig:
     cert = r.get("ssl_cert_file", str, None)
     key = r.get("ssl_key_file", str, None)
     if (cert is None) != (key is None):
-        r.fail(r.key("ssl_cert_file"), "set without ssl_key_file (or the reverse)", "set both, or neither to generate one")
+        r.fail(r.key("ssl_cert_file"), "set without ssl_key_file (or the reverse)",
+               "set both, or neither to generate one")
     return ClusterConfig(version, name, port, tuple(listen), connect_host, cert, key)
 
 
@@ -205,7 +206,8 @@ def _parse_clients(r: _Reader) -> dict[str, GroupAccess]:
             key = f"{g.key('planes')}[{i}]"
             plane = contract.PLANES_BY_KEY.get(value)
             if plane is None:
-                r.fail(key, f"unknown plane {value!r}", f"use one of: {', '.join(p.key for p in contract.POSTGRES_PLANES)}")
+                r.fail(key, f"unknown plane {value!r}",
+                       f"use one of: {', '.join(p.key for p in contract.POSTGRES_PLANES)}")
             if not plane.is_postgres:
                 r.fail(key, f"plane {value!r} is not a server database ({plane.store} lives on the laptop)",
                        f"use one of: {', '.join(p.key for p in contract.POSTGRES_PLANES)}")

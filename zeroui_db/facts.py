@@ -42,7 +42,11 @@ class PostgresHost(FactBase):
 
     def command(self) -> str:
         # postgresql-common knows the major once installed; before that, the package index.
-        conf_value = "sed -n \"s/^[[:space:]]*{0}[[:space:]]*=[[:space:]]*'\\{{0,1\\}}\\([^'[:space:]#]*\\).*/\\1/p\" \"$f\" | tail -n 1"
+        # The last "<name> = value" line of the file, quotes and comment stripped.
+        conf_value = (
+            "sed -n \"s/^[[:space:]]*{0}[[:space:]]*=[[:space:]]*'\\{{0,1\\}}\\([^'[:space:]#]*\\).*/\\1/p\""
+            " \"$f\" | tail -n 1"
+        )
         return (
             "if [ -x /usr/share/postgresql-common/supported-versions ]; then "
             "echo major $(/usr/share/postgresql-common/supported-versions | tail -n 1); "

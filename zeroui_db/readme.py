@@ -57,7 +57,7 @@ SECTIONS = {
 def render(text: str) -> str:
     for name, make in SECTIONS.items():
         pattern = re.compile(rf"(<!-- {name}:begin[^>]*-->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
-        text, count = pattern.subn(lambda m: m.group(1) + make() + "\n" + m.group(2), text)
+        text, count = pattern.subn(lambda m, make=make: m.group(1) + make() + "\n" + m.group(2), text)
         if count != 1:
             raise ValueError(f"README.md needs exactly one '{name}' section")
     return text

@@ -56,7 +56,8 @@ def statements(text):
             if current.strip():
                 out.append(current.strip())
             current = ""
-    if current.strip() and not all(l.strip().startswith("--") or not l.strip() for l in current.splitlines()):
+    # What is left after the last statement counts only if it is more than comments.
+    if any(line.strip() and not line.strip().startswith("--") for line in current.splitlines()):
         out.append(current.strip())
     return out
 
