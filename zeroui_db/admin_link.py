@@ -9,6 +9,7 @@ to be reachable from the operator's network and pg_hba keeps it on loopback.
 from __future__ import annotations
 
 import atexit
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -132,6 +133,18 @@ def _reach(host, port: int) -> Iterator[tuple[str, int]]:
         return
     with _Forwarder(transport, port) as local_port:
         yield LOOPBACK, local_port
+
+
+class _QuietRefusedChannels(logging.Filter):
+    """paramiko logs every refused channel at error level; for the admin tunnel a refusal
+    only means the cluster is not up yet (a fresh host, ``--dry``), which the operations
+    report themselves. Other paramiko messages pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "open FAILED" not in record.getMessage()
+
+
+logging.getLogger("paramiko.transport").addFilter(_QuietRefusedChannels())
 
 
 class _Forwarder:
