@@ -257,6 +257,19 @@ def reaches(access: GroupAccess, plane: Plane) -> bool:
     return access.group is contract.ADMIN_HOSTS or plane in access.planes
 
 
+def overlaps(site: Site, rule: contract.BoundaryRule):
+    """Where the rule's group shares addresses with a group that may reach a forbidden plane:
+    ``(index, network, other group's access, other network)`` for each overlapping pair."""
+    mine = site.access(rule.group)
+    for other in site.clients.values():
+        if other is mine or not any(reaches(other, p) for p in rule.forbidden):
+            continue
+        for i, net in enumerate(mine.networks):
+            for theirs in other.networks:
+                if net.version == theirs.version and net.overlaps(theirs):
+                    yield i, net, other, theirs
+
+
 def _check_boundaries(site: Site, r: _Reader) -> None:
     """Refuse networks that would make a hard rule unenforceable.
 
@@ -268,16 +281,10 @@ def _check_boundaries(site: Site, r: _Reader) -> None:
     for rule in contract.HARD_RULES:
         if rule.group.credential_roles:
             continue
-        mine = site.access(rule.group)
-        for other in site.clients.values():
-            if other is mine or not any(reaches(other, p) for p in rule.forbidden):
-                continue
-            for i, net in enumerate(mine.networks):
-                for theirs in other.networks:
-                    if net.version == theirs.version and net.overlaps(theirs):
-                        r.fail(
-                            f"clients.{rule.group.key}.networks[{i}]",
-                            f"{net} overlaps {theirs} of clients.{other.group.key}, so hard rule {rule.number} "
-                            "cannot tell them apart",
-                            f"give {rule.group.title} a network of their own",
-                        )
+        for i, net, other, theirs in overlaps(site, rule):
+            r.fail(
+                f"clients.{rule.group.key}.networks[{i}]",
+                f"{net} overlaps {theirs} of clients.{other.group.key}, so hard rule {rule.number} "
+                "cannot tell them apart",
+                f"give {rule.group.title} a network of their own",
+            )

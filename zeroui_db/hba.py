@@ -12,7 +12,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from . import contract
-from .config import IPNetwork, Site, reaches
+from .config import IPNetwork, Site, overlaps
 
 ALL_V4 = ipaddress.ip_network("0.0.0.0/0")
 ALL_V6 = ipaddress.ip_network("::/0")
@@ -71,12 +71,9 @@ def rules(site: Site, superuser: str = "postgres") -> list[HbaRule]:
             out += _both_families("host", dbs, rule.group.credential_roles, "reject", label)
         # By address: the group's own networks, where no allowed group shares them
         # (the config refuses such overlaps for groups without credentials).
-        allowed_nets = [
-            net for a in site.clients.values() if a.group is not rule.group
-            and any(reaches(a, p) for p in rule.forbidden) for net in a.networks
-        ]
-        for net in site.access(rule.group).networks:
-            if not any(net.version == n.version and net.overlaps(n) for n in allowed_nets):
+        shared = {i for i, *_ in overlaps(site, rule)}
+        for i, net in enumerate(site.access(rule.group).networks):
+            if i not in shared:
                 out.append(HbaRule("host", tuple(dbs), ("all",), net, "reject", label))
 
     admin_dbs = (contract.MAINTENANCE_DB, *(p.store for p in contract.POSTGRES_PLANES))

@@ -21,10 +21,13 @@ import psycopg
 from psycopg import sql
 from pyinfra.api.exceptions import OperationError
 
+from . import sqlite_ledger
 from .contract import Plane
 from .schemas import Migration
 
-TABLE = "zeroui_schema_migrations"
+# One ledger table name for both engines; sqlite_ledger holds it because that module
+# travels to laptops alone and can import nothing of ours.
+TABLE = sqlite_ledger.TABLE
 # One advisory lock key for all ZeroUI migrations, derived rather than picked by hand.
 LOCK_KEY = int.from_bytes(hashlib.sha256(TABLE.encode()).digest()[:8], "big", signed=True)
 # Role names in schema files are written as psql variables and filled in per plane, so

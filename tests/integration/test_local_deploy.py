@@ -29,7 +29,7 @@ from psycopg import sql
 import matrix
 from clusters import drop_cluster, existing_clusters, free_port, unique_cluster_name
 from conftest import CLIENT_HOSTS
-from deployment import PYINFRA, REPO, run_deploy
+from deployment import run_deploy
 from hosts import probe, service_host, superuser_rows
 
 from zeroui_db import contract, envfiles, scram
@@ -97,10 +97,7 @@ def sql_from_host(lab, client: str, statements: list[str], **connect) -> list[di
 def dry_plan(site, inventory: Path | None = None) -> list[dict]:
     """``pyinfra --json --dry`` *without* ``-y``: with ``-y`` pyinfra skips change
     detection and every op's ``hosts_with_change`` is empty whatever the host's state."""
-    proc = subprocess.run([PYINFRA, "--json", "--dry", str(inventory or site.inventory), "deploy.py"],
-                          cwd=REPO, env=site.env, text=True, capture_output=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    payload = json.loads(proc.stdout)
+    payload = json.loads(run_deploy(inventory or site.inventory, "--dry", env=site.env).stdout)
     assert payload["results"] is None  # nothing was executed
     assert payload["plan"], "a dry run should list the deploy's operations"
     return payload["plan"]

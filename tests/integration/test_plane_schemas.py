@@ -15,7 +15,6 @@ import hashlib
 import json
 import secrets
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from deployment import PYINFRA, REPO, run_deploy
+from deployment import run_deploy
 from hosts import service_host, superuser_psql, superuser_rows
 
 from zeroui_db import admin_link, contract, ledger, schemas
@@ -411,8 +410,7 @@ def test_tampered_applied_migration_stops_the_deploy(local_site):
     try:
         # As ./bundle deploy runs it (-y: the operation is generated while executing), and as a dry
         # run (generated while planning): both refuse with one line naming the file and both checksums.
-        dry = subprocess.run([PYINFRA, "--dry", str(local_site.inventory), "deploy.py"], cwd=REPO,
-                             env=local_site.env, text=True, capture_output=True, timeout=600)
+        dry = run_deploy(local_site.inventory, "--dry", env=local_site.env, check=False, json_output=False)
         for run in (run_deploy(local_site.inventory, env=local_site.env, check=False, json_output=False), dry):
             assert run.returncode != 0
             lines = [line for line in run.stderr.splitlines() if "changed after it was applied" in line]
