@@ -1,29 +1,38 @@
-"""ZeroUI DB plane deploy: ``pyinfra inventories/pilot.py deploy.py``.
+"""ZeroUI DB plane deploy: ``pyinfra inventories/pilot.py deploy.py`` (or ``cloud.py``).
 
-On the workstation group: PostgreSQL, one cluster, pg_hba from the plane contract, the
-admin role, then the three plane databases with their roles, privileges and schemas. On
-each service group's hosts: that plane's env file. On IDE laptops: the SQLite database
-and its env file, never PostgreSQL credentials. Inventory values are validated before
-any operation is added, so a bad value changes nothing anywhere.
+Each PostgreSQL plane is an endpoint. On the pilot all three live on the workstation's
+cluster: its host gets PostgreSQL, the cluster, a certificate from the site's CA,
+postgresql.conf and pg_hba from the plane contract, and the admin role. Then, for every
+server, the same database-level path: the plane databases with their roles, privileges
+and schemas, worked on from the workstation (its own cluster) or from the admin host
+(managed services). Each service group's hosts get their plane's env file and CA
+certificate; IDE laptops the SQLite database, never PostgreSQL credentials. The inventory
+is validated before any operation is added, so a bad value changes nothing anywhere.
 """
 
 from pyinfra import host, inventory
 from pyinfra.operations import files
 
 from zeroui_db import contract, envfiles, hba
-from zeroui_db.operations import cluster, envfile, ide, planes, roles, schemas
-from zeroui_db.site import SERVER_GROUP, ide_paths, load_site, server_plan
+from zeroui_db.operations import cluster, envfile, ide, planes, roles, schemas, tls
+from zeroui_db.site import SERVER_GROUP, ide_paths, load, server_plan, servers_worked_from
 from zeroui_db.templates import template_path
 
-site, store = load_site(inventory)
+deployment = load(inventory)
+site = deployment.site
 
 if host in inventory.get_group(SERVER_GROUP, []):
     pg = server_plan(site, host)
+    workstation = next(s for s in site.servers if s.workstation)
+    ca_file = deployment.ca_file(workstation.first)
 
     cluster.packages(name=f"PostgreSQL {pg.version} packages", version=pg.version)
-    cluster.present(
-        name=f"Cluster {pg.version}/{pg.name} on port {pg.port}", cluster=pg, common_name=site.cluster.connect_host,
-    )
+    cluster.present(name=f"Cluster {pg.version}/{pg.name} on port {pg.port}", cluster=pg)
+    if pg.generate_certificate:
+        tls.server_certificate(
+            name=f"Server certificate from the {site.name} CA", cluster=pg, ca=deployment.ca,
+            names=deployment.certificate_names,
+        )
     files.template(
         name="postgresql.conf",
         src=template_path("postgresql.conf.j2"), dest=pg.postgresql_conf,
@@ -38,14 +47,20 @@ if host in inventory.get_group(SERVER_GROUP, []):
         **hba.template_context(site),
     )
     cluster.running(name="Cluster running with current configuration", cluster=pg)
-    roles.admin(name=f"Admin role {contract.ADMIN_ROLE}", cluster=pg, store=store)
-    planes.converged(name="Plane databases, roles and privileges", port=pg.port, store=store)
-    schemas.migrated(name="Plane schemas (migration ledgers)", port=pg.port, store=store)
+    roles.admin(name=f"Admin role {contract.ADMIN_ROLE}", cluster=pg, server=workstation,
+                store=deployment.store, ca_file=ca_file)
 
-served = tuple(g.plane for g in contract.SERVICE_GROUPS if host in inventory.get_group(g.key, []))
+for server in servers_worked_from(deployment, host, inventory):
+    password, ca_file = deployment.admin_password(server), deployment.ca_file(server.first)
+    planes.converged(name=f"Plane databases, roles and privileges ({server.key})", server=server,
+                     password=password, ca_file=ca_file, store=deployment.store)
+    schemas.migrated(name=f"Plane schemas ({server.key})", server=server, password=password, ca_file=ca_file)
+
+served = tuple(site.endpoint(g.plane) for g in contract.SERVICE_GROUPS if host in inventory.get_group(g.key, []))
 if served:
     envfile.plane_urls(
-        name=f"Env files: {', '.join(p.env_var for p in served)}", site=site, planes=served, store=store,
+        name=f"Env files: {', '.join(e.plane.env_var for e in served)}", site=site, endpoints=served,
+        store=deployment.store, ca_pems={e.plane.key: deployment.ca_pem(e) for e in served},
     )
 
 if host in inventory.get_group(contract.IDE_LAPTOPS.key, []):

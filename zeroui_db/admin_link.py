@@ -1,9 +1,14 @@
-"""The admin role's connection from the control machine to the cluster.
+"""The admin connection from the control machine to a server, always verified TLS.
 
-On ``@local`` it is a TLS connection to the server's loopback address. When pyinfra
-deploys over SSH, the same connection is carried through pyinfra's own SSH session
-(a ``direct-tcpip`` channel to the server's loopback), so the admin role never needs
-to be reachable from the operator's network and pg_hba keeps it on loopback.
+Each connection checks the server's certificate against the endpoint's CA and its name
+(``sslmode=verify-full``) and binds SCRAM to the TLS channel (``channel_binding``), so an
+impostor on the address learns nothing. Where it goes:
+
+* the pilot's cluster: its loopback address. When pyinfra deploys over SSH, the connection
+  is carried through pyinfra's own SSH session (a ``direct-tcpip`` channel), so the admin
+  role never needs to be reachable from the operator's network;
+* a managed service: its address, directly from ``@local``, or through the SSH session of
+  the admin host when that host is remote (a bastion).
 """
 
 from __future__ import annotations
@@ -22,26 +27,33 @@ from pyinfra.api.state import StateStage
 
 from . import contract
 from .catalog import ROLE_ATTRIBUTES, Connect
+from .config import Server
 
-LOOPBACK = "127.0.0.1"
+_LOCAL = "127.0.0.1"  # where the SSH forwarder listens on the control machine
 
 
-def connect_kwargs(port: int, password: str, dbname: str, host: str = LOOPBACK) -> dict:
-    # The password is handed to libpq in-process: never on a command line.
-    return {
-        "host": host, "port": port, "dbname": dbname, "user": contract.ADMIN_ROLE,
-        "password": password, "sslmode": "require", "connect_timeout": 10,
+def connect_kwargs(server: Server, password: str, dbname: str, ca_file: str, port: int | None = None,
+                   hostaddr: str | None = None) -> dict:
+    # The password is handed to libpq in-process: never on a command line. ``host`` is the
+    # name the certificate must carry; ``hostaddr`` is where a tunnel really is.
+    kwargs = {
+        "host": server.admin_host, "port": port or server.port, "dbname": dbname, "user": server.admin_user,
+        "password": password, "sslmode": "verify-full", "sslrootcert": ca_file,
+        "channel_binding": server.first.channel_binding, "connect_timeout": 10,
         "application_name": "zeroui-deploy", "autocommit": True,
     }
+    if hostaddr:
+        kwargs["hostaddr"] = hostaddr
+    return kwargs
 
 
 class AdminLink:
-    """Admin connections to one cluster, one per database, opened on first use."""
+    """Admin connections to one server, one per database, opened on first use."""
 
-    def __init__(self, host, port: int, password: str):
-        self.password = password
-        self._reach = _reach(host, port)
-        self.address, self.local_port = self._reach.__enter__()
+    def __init__(self, host, server: Server, password: str, ca_file: str):
+        self.server, self.password, self.ca_file = server, password, ca_file
+        self._reach = _reach(host, server)
+        self.hostaddr, self.local_port = self._reach.__enter__()
         self.conns: dict[str, psycopg.Connection] = {}
         self.counts = {"connections": 0, "statements": 0}
         counts = self.counts
@@ -58,7 +70,8 @@ class AdminLink:
         if conn is None or conn.closed or conn.broken:
             self.counts["connections"] += 1
             conn = self.conns[dbname] = psycopg.connect(
-                **connect_kwargs(self.local_port, self.password, dbname, self.address), cursor_factory=self._cursor,
+                **connect_kwargs(self.server, self.password, dbname, self.ca_file, self.local_port, self.hostaddr),
+                cursor_factory=self._cursor,
             )
         return conn
 
@@ -71,7 +84,7 @@ class AdminLink:
 
 # Links kept for the rest of a run, so the operations after the cluster is up share their
 # connections (one TLS handshake and SCRAM exchange per database, not per operation).
-_SHARED: dict[tuple[str, int, str], AdminLink] = {}
+_SHARED: dict[tuple, AdminLink] = {}
 
 
 @atexit.register
@@ -85,8 +98,8 @@ def _close_shared() -> None:
 
 
 @contextmanager
-def admin_connect(host, port: int, password: str) -> Iterator[Connect]:
-    """Yield a function returning the admin connection to a database on ``host``'s cluster.
+def admin_connect(host, server: Server, password: str, ca_file: str) -> Iterator[Connect]:
+    """Yield a function returning the admin connection to a database of ``server``.
 
     While executing, connections are kept and shared by later operations; while preparing
     (change detection, ``--dry``) they are closed on leaving, since the cluster may be
@@ -95,10 +108,10 @@ def admin_connect(host, port: int, password: str) -> Iterator[Connect]:
     (bench/deploy_bench.py counts a no-op's SQL round trips from it).
     """
     shared = host.state.current_stage == StateStage.Execute
-    key = (host.name, port, password)
+    key = (host.name, server.admin_host, server.port, server.admin_user, password, ca_file)
     link = _SHARED.get(key) if shared else None
     if link is None:
-        link = AdminLink(host, port, password)
+        link = AdminLink(host, server, password, ca_file)
         if shared:
             _SHARED[key] = link
     before = dict(link.counts)
@@ -111,28 +124,29 @@ def admin_connect(host, port: int, password: str) -> Iterator[Connect]:
             link.close()
 
 
-def own_attributes(host, port: int, password: str) -> dict | None:
+def own_attributes(host, server: Server, password: str, ca_file: str) -> dict | None:
     """The admin role's attributes as it sees them after logging in with ``password``, or
     None when it cannot log in (no cluster yet, no role yet, or another password)."""
     try:
-        with admin_connect(host, port, password) as connect:
+        with admin_connect(host, server, password, ca_file) as connect:
             return connect(contract.MAINTENANCE_DB).execute(_OWN_ATTRIBUTES).fetchone()[0]
     except psycopg.OperationalError:
         return None
 
 
-_OWN_ATTRIBUTES = f"SELECT {ROLE_ATTRIBUTES} FROM pg_roles WHERE rolname = current_user"
+_OWN_ATTRIBUTES = psycopg.sql.SQL("SELECT {} FROM pg_roles WHERE rolname = current_user").format(ROLE_ATTRIBUTES)
 
 
 @contextmanager
-def _reach(host, port: int) -> Iterator[tuple[str, int]]:
+def _reach(host, server: Server) -> Iterator[tuple[str | None, int]]:
+    """(hostaddr, port) to give libpq: direct from @local, else a local end of the SSH tunnel."""
     client = getattr(host.connector, "client", None)
     transport = client.get_transport() if client is not None else None
     if transport is None:  # @local
-        yield LOOPBACK, port
+        yield None, server.port
         return
-    with _Forwarder(transport, port) as local_port:
-        yield LOOPBACK, local_port
+    with _Forwarder(transport, server.admin_host, server.port) as local_port:
+        yield _LOCAL, local_port
 
 
 class _QuietRefusedChannels(logging.Filter):
@@ -155,9 +169,9 @@ class _Forwarder:
     package would open its own.
     """
 
-    def __init__(self, transport, remote_port: int):
-        self.transport, self.remote_port = transport, remote_port
-        self.server = socket.create_server((LOOPBACK, 0))
+    def __init__(self, transport, remote_host: str, remote_port: int):
+        self.transport, self.remote = transport, (remote_host, remote_port)
+        self.server = socket.create_server((_LOCAL, 0))
 
     def __enter__(self) -> int:
         threading.Thread(target=self._accept, daemon=True).start()
@@ -173,11 +187,11 @@ class _Forwarder:
             except OSError:  # closed by __exit__
                 return
             try:
-                channel = self.transport.open_channel("direct-tcpip", (LOOPBACK, self.remote_port), peer)
+                channel = self.transport.open_channel("direct-tcpip", self.remote, peer)
             except (SSHException, OSError) as e:
                 # Nothing listens there (yet): close at once, so the client fails now with
                 # "server closed the connection" rather than after its connect_timeout.
-                logger.debug(f"admin link: no channel to {LOOPBACK}:{self.remote_port} on the host ({e})")
+                logger.debug(f"admin link: no channel to {self.remote[0]}:{self.remote[1]} from the host ({e})")
                 sock.close()
                 continue
             threading.Thread(target=_pipe, args=(sock, channel), daemon=True).start()

@@ -22,10 +22,19 @@ from .contract import ClientGroup, Plane
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
+# A DNS host name (RFC 1123 labels). Anything else in a host (a quote, a newline, a space,
+# '@' or '/') would change the meaning of a URL, an env file or a configuration line.
+HOST_NAME_RE = re.compile(r"^(?=.{1,253}\.?\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                          r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z")
+# A PostgreSQL role or database name the bundle will quote itself; kept to plain names.
+IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}\Z")
+# Databases that are the server's own, never a plane's.
+SYSTEM_DATABASES = (contract.MAINTENANCE_DB, "template0", "template1")
 ADMIN_LOOPBACK = "127.0.0.1"  # where the deploy's admin connection arrives, also over SSH
 LOOPBACK_NETWORKS = (f"{ADMIN_LOOPBACK}/32",)
 ENV_FILE_MODES = ("0600", "0640")
+CHANNEL_BINDING = ("require", "prefer")
 
 
 class ConfigError(PyinfraError):
@@ -43,8 +52,75 @@ class ClusterConfig:
     port: int
     listen_addresses: tuple[IPAddress, ...]
     connect_host: str  # the address service hosts dial
-    ssl_cert_file: str | None  # None: a self-signed certificate is generated
+    ssl_cert_file: str | None  # None: the site CA issues one for the server's own key
     ssl_key_file: str | None
+    ssl_ca_file: str | None  # on the control machine: the CA of a certificate of one's own
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one plane's PostgreSQL database is, and what the bundle may do there.
+
+    A *workstation* endpoint is a database on the site's own cluster (the pilot): the
+    bundle manages the host too (packages, cluster, postgresql.conf, pg_hba). A *managed*
+    endpoint is a provider's service: the bundle works at the database level only, as the
+    provider's admin ("master") user, which is no superuser.
+    """
+
+    plane: Plane
+    host: str  # what clients dial: a DNS name or an IP literal
+    port: int
+    database: str
+    ca_file: str | None  # control machine path of the CA to trust; None: the site's own CA
+    admin_user: str
+    channel_binding: str  # "require" (SCRAM-PLUS, the default) or "prefer"
+    workstation: bool
+
+    @property
+    def manages(self) -> tuple[str, ...]:
+        """What this endpoint lets the bundle manage."""
+        if self.workstation:
+            return ("host", "packages", "cluster", "postgresql.conf", "pg_hba", "database")
+        return ("database",)
+
+
+@dataclass(frozen=True)
+class Server:
+    """One PostgreSQL server and the plane endpoints it holds: the pilot's cluster holds
+    all three, a managed service one. Roles are per server, databases per endpoint."""
+
+    endpoints: tuple[Endpoint, ...]
+
+    @property
+    def first(self) -> Endpoint:
+        return self.endpoints[0]
+
+    @property
+    def key(self) -> str:
+        """A short name for messages: the planes it holds."""
+        return "+".join(e.plane.key for e in self.endpoints)
+
+    @property
+    def workstation(self) -> bool:
+        return self.first.workstation
+
+    @property
+    def admin_user(self) -> str:
+        return self.first.admin_user
+
+    @property
+    def admin_host(self) -> str:
+        """Where the deploy's admin connection goes: the workstation's loopback (through the
+        SSH session when remote), or the managed service's own address."""
+        return ADMIN_LOOPBACK if self.workstation else self.first.host
+
+    @property
+    def port(self) -> int:
+        return self.first.port
+
+    @property
+    def planes(self) -> tuple[Plane, ...]:
+        return tuple(e.plane for e in self.endpoints)
 
 
 @dataclass(frozen=True)
@@ -71,13 +147,26 @@ class IdeConfig:
 @dataclass(frozen=True)
 class Site:
     name: str
-    cluster: ClusterConfig
+    cluster: ClusterConfig | None  # None: no workstation cluster (every plane is a managed endpoint)
+    endpoints: dict[str, Endpoint] = field(hash=False)  # plane key -> endpoint, PostgreSQL planes
     clients: dict[str, GroupAccess] = field(hash=False)
     env_files: EnvFiles
     ide: IdeConfig
 
     def access(self, group: ClientGroup) -> GroupAccess:
         return self.clients[group.key]
+
+    def endpoint(self, plane: Plane) -> Endpoint:
+        return self.endpoints[plane.key]
+
+    @property
+    def servers(self) -> tuple[Server, ...]:
+        """Endpoints grouped by the server they live on, in contract order."""
+        by_address: dict[tuple[bool, str, int], list[Endpoint]] = {}
+        for plane in contract.POSTGRES_PLANES:
+            e = self.endpoints[plane.key]
+            by_address.setdefault((e.workstation, e.host, e.port), []).append(e)
+        return tuple(Server(tuple(group)) for group in by_address.values())
 
 
 _KIND_NAMES = {int: "a whole number", str: "a string", list: "a list", dict: "a dict"}
@@ -128,17 +217,31 @@ def parse_site(data: Any, inventory: str = "?") -> Site:
             "give the workstation group a 'zeroui' dict (see README, 'Inventory format')",
         )
     top = _Reader(inventory, data, "")
-    top.only("site", "cluster", "clients", "env_files", "ide")
+    top.only("site", "cluster", "endpoints", "clients", "env_files", "ide")
     name = top.get("site", str, hint="name the site, e.g. 'pilot'")
     if not NAME_RE.match(name):
         top.fail("site", f"{name!r} is not a valid name", "use lowercase letters, digits, '-' and '_'")
     inventory = name if inventory == "?" else inventory
     top.inventory = inventory
 
+    managed = _parse_endpoints(top.child("endpoints", {}))
+    # The pilot's shape: no endpoints given, so every plane lives on the workstation cluster.
+    on_cluster = [p for p in contract.POSTGRES_PLANES if p.key not in managed]
+    cluster = None
+    if "cluster" in data or on_cluster:
+        cluster = _parse_cluster(top.child("cluster", {}))
+        if not on_cluster:
+            top.fail("cluster", "no plane lives on it (every plane has an endpoint)",
+                     "remove the cluster section, or an endpoint so that plane stays on the cluster")
+    for key, e in managed.items():
+        if cluster and e.port == cluster.port and e.host in (cluster.connect_host, *map(str, cluster.listen_addresses)):
+            top.fail(f"endpoints.{key}.host", f"{e.host}:{e.port} is the workstation cluster",
+                     f"leave the {key} plane on the cluster (remove its endpoint), or point it at another server")
     site = Site(
         name=name,
-        cluster=_parse_cluster(top.child("cluster", {})),
-        clients=_parse_clients(top.child("clients", {})),
+        cluster=cluster,
+        endpoints={p.key: managed.get(p.key) or _cluster_endpoint(cluster, p) for p in contract.POSTGRES_PLANES},
+        clients=_parse_clients(top.child("clients", {}), workstation=cluster is not None),
         env_files=_parse_env_files(top.child("env_files", {})),
         ide=_parse_ide(top.child("ide", {})),
     )
@@ -147,12 +250,14 @@ def parse_site(data: Any, inventory: str = "?") -> Site:
 
 
 def _parse_cluster(r: _Reader) -> ClusterConfig:
-    r.only("version", "name", "port", "listen_addresses", "connect_host", "ssl_cert_file", "ssl_key_file")
+    r.only("version", "name", "port", "listen_addresses", "connect_host", "ssl_cert_file", "ssl_key_file",
+           "ssl_ca_file")
     version = r.get("version", (int, str), "distro")
     if version == "distro":
         version = None
-    elif not isinstance(version, int) or version < 13:
-        r.fail(r.key("version"), f"{version!r} is not a supported PostgreSQL major", "use 13 or newer, or 'distro'")
+    elif not isinstance(version, int) or version < 15:
+        # 15 made schema public private to its database's owner; the privileges rely on it.
+        r.fail(r.key("version"), f"{version!r} is not a supported PostgreSQL major", "use 15 or newer, or 'distro'")
     name = r.get("name", str, "main")
     if not NAME_RE.match(name):
         r.fail(r.key("name"), f"{name!r} is not a valid cluster name", "use lowercase letters, digits, '-' and '_'")
@@ -174,20 +279,104 @@ def _parse_cluster(r: _Reader) -> ClusterConfig:
     if ipaddress.ip_address(ADMIN_LOOPBACK) not in listen:
         r.fail(r.key("listen_addresses"), f"lacks {ADMIN_LOOPBACK}",
                f"add {ADMIN_LOOPBACK}: the deploy's admin connection arrives over loopback")
-    connect_host = r.get("connect_host", str, str(listen[0]))
+    connect_host = _host(r, "connect_host", str(listen[0]))
+    try:
+        if ipaddress.ip_address(connect_host) not in listen:
+            r.fail(r.key("connect_host"), f"{connect_host} is not one of listen_addresses",
+                   "use an address the server listens on, or add it to listen_addresses")
+    except ValueError:
+        pass  # a DNS name: it must resolve to a listen address, which only the network can tell
     cert = r.get("ssl_cert_file", str, None)
     key = r.get("ssl_key_file", str, None)
+    ca = r.get("ssl_ca_file", str, None)
     if (cert is None) != (key is None):
         r.fail(r.key("ssl_cert_file"), "set without ssl_key_file (or the reverse)",
-               "set both, or neither to generate one")
-    return ClusterConfig(version, name, port, tuple(listen), connect_host, cert, key)
+               "set both, or neither for a certificate from the site's own CA")
+    if cert is not None and ca is None:
+        r.fail(r.key("ssl_ca_file"), "missing for a certificate of your own",
+               "name the CA certificate that signed ssl_cert_file (a file on this machine): clients verify the server")
+    for k in ("ssl_cert_file", "ssl_key_file", "ssl_ca_file"):
+        _path(r, k)
+    return ClusterConfig(version, name, port, tuple(listen), connect_host, cert, key, ca)
 
 
-def _parse_clients(r: _Reader) -> dict[str, GroupAccess]:
+def _host(r: _Reader, key: str, default: Any = ..., hint: str = "") -> str:
+    """A DNS host name or an IP literal (IPv6 without brackets), nothing else."""
+    value = r.get(key, str, default, hint=hint)
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        if not HOST_NAME_RE.match(value):
+            r.fail(r.key(key), f"{value!r} is not a host name or IP address",
+                   "write a DNS name such as db.example.com, or an IP address such as 10.0.0.5 or fd00::5")
+    return value.lower()  # DNS names are case-insensitive: one server, one spelling
+
+
+def _path(r: _Reader, key: str) -> str | None:
+    """An absolute path with no quotes, whitespace or control characters (it reaches
+    configuration files and shells)."""
+    value = r.get(key, str, None)
+    if value is not None and (not value.startswith("/") or re.search(r"[\s'\"\\`$;&|<>*?\x00-\x1f\x7f]", value)):
+        r.fail(r.key(key), f"{value!r} is not a plain absolute path",
+               "write an absolute path without quotes, spaces or shell characters")
+    return value
+
+
+def _cluster_endpoint(cluster: ClusterConfig, plane: Plane) -> Endpoint:
+    """A plane on the workstation cluster: the contract's database, the bundle's admin role."""
+    return Endpoint(plane, cluster.connect_host, cluster.port, plane.store, cluster.ssl_ca_file,
+                    contract.ADMIN_ROLE, "require", workstation=True)
+
+
+def _parse_endpoints(r: _Reader) -> dict[str, Endpoint]:
+    r.only(*(p.key for p in contract.POSTGRES_PLANES))
+    out = {}
+    for plane in contract.POSTGRES_PLANES:
+        if plane.key not in r.data:
+            continue
+        e = r.child(plane.key)
+        e.only("host", "port", "database", "ca_file", "admin_user", "channel_binding")
+        host = _host(e, "host", hint="the service's host name, e.g. tenant-db.example.com")
+        port = e.get("port", int, 5432)
+        if not 1 <= port <= 65535:
+            e.fail(e.key("port"), f"{port} is out of range", "use a port from 1 to 65535")
+        database = e.get("database", str, plane.store)
+        admin = e.get("admin_user", str, hint="the provider's admin (master) user, e.g. zeroui_master")
+        for key, value in (("database", database), ("admin_user", admin)):
+            if not IDENT_RE.match(value):
+                e.fail(e.key(key), f"{value!r} is not a plain PostgreSQL name", "use letters, digits and '_'")
+        ca = _path(e, "ca_file")
+        if ca is None:
+            e.fail(e.key("ca_file"), "missing", "name the provider's CA certificate file (e.g. RDS's global bundle): "
+                   "clients verify the server with it")
+        binding = e.get("channel_binding", str, "require")
+        if binding not in CHANNEL_BINDING:
+            e.fail(e.key("channel_binding"), f"{binding!r} is not allowed",
+                   f"use {' or '.join(CHANNEL_BINDING)} (prefer only where the service offers no SCRAM-SHA-256-PLUS)")
+        out[plane.key] = Endpoint(plane, host, port, database, ca, admin, binding, workstation=False)
+    # Endpoints on one server share its roles: they must agree on how to reach it.
+    by_address: dict[tuple[str, int], Endpoint] = {}
+    databases: dict[tuple[str, int, str], Endpoint] = {}
+    for key, endpoint in out.items():
+        other = by_address.setdefault((endpoint.host, endpoint.port), endpoint)
+        if (other.admin_user, other.ca_file) != (endpoint.admin_user, endpoint.ca_file):
+            r.fail(r.key(key), f"shares {endpoint.host}:{endpoint.port} with {other.plane.key} but not its "
+                   "admin_user and ca_file", "one server has one admin and one CA: make them equal")
+        if endpoint.database in SYSTEM_DATABASES:
+            r.fail(r.key(f"{key}.database"), f"{endpoint.database} is the server's own database",
+                   "give the plane a database of its own (the contract's name by default)")
+        same = databases.setdefault((endpoint.host, endpoint.port, endpoint.database), endpoint)
+        if same is not endpoint:
+            r.fail(r.key(f"{key}.database"), f"{endpoint.database} on {endpoint.host}:{endpoint.port} is also "
+                   f"the {same.plane.key} plane's", "each plane keeps a separate database (the contract)")
+    return out
+
+
+def _parse_clients(r: _Reader, workstation: bool) -> dict[str, GroupAccess]:
     r.only(*contract.CLIENT_GROUPS_BY_KEY)
     clients = {}
     for group in contract.CLIENT_GROUPS:
-        default_nets = list(LOOPBACK_NETWORKS) if group is contract.ADMIN_HOSTS else []
+        default_nets = list(LOOPBACK_NETWORKS) if group is contract.ADMIN_HOSTS and workstation else []
         g = r.child(group.key, {})
         g.only("networks", "planes") if group is not contract.ADMIN_HOSTS else g.only("networks")
         networks = []
@@ -217,7 +406,8 @@ def _parse_clients(r: _Reader) -> dict[str, GroupAccess]:
                        "remove it; the contract does not allow this grant")
             if plane not in planes:
                 planes.append(plane)
-        if group is contract.ADMIN_HOSTS and not any(ipaddress.ip_address(ADMIN_LOOPBACK) in n for n in networks):
+        loopback = ipaddress.ip_address(ADMIN_LOOPBACK)
+        if workstation and group is contract.ADMIN_HOSTS and not any(loopback in n for n in networks):
             r.fail(g.key("networks"), f"lacks {ADMIN_LOOPBACK}",
                    f"add {ADMIN_LOOPBACK}/32: the deploy's admin connection arrives over loopback")
         clients[group.key] = GroupAccess(group, tuple(networks), tuple(planes))
@@ -226,9 +416,7 @@ def _parse_clients(r: _Reader) -> dict[str, GroupAccess]:
 
 def _parse_env_files(r: _Reader) -> EnvFiles:
     r.only("dir", "mode", "group")
-    directory = r.get("dir", str, "/etc/zeroui/env")
-    if not directory.startswith("/"):
-        r.fail(r.key("dir"), f"{directory!r} is not an absolute path", "write an absolute path such as /etc/zeroui/env")
+    directory = _path(r, "dir") or "/etc/zeroui/env"
     mode = r.get("mode", str, "0600")
     if mode not in ENV_FILE_MODES:
         r.fail(r.key("mode"), f"{mode!r} is not allowed", f"use {' or '.join(ENV_FILE_MODES)}")
@@ -242,10 +430,7 @@ def _parse_ide(r: _Reader) -> IdeConfig:
     r.only("data_dir", "config_dir", "receipt_cache_limit")
     dirs = {}
     for key in ("data_dir", "config_dir"):
-        dirs[key] = r.get(key, str, None)
-        if dirs[key] is not None and not dirs[key].startswith("/"):
-            r.fail(r.key(key), f"{dirs[key]!r} is not an absolute path", "write an absolute path, or leave it out "
-                   "for the user's XDG directory")
+        dirs[key] = _path(r, key)  # None: the user's XDG directory
     limit = r.get("receipt_cache_limit", int, 500)
     if not 1 <= limit <= 1_000_000:
         r.fail(r.key("receipt_cache_limit"), f"{limit} is out of range", "keep between 1 and 1000000 receipts")

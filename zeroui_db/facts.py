@@ -11,6 +11,7 @@ from psycopg import sql
 from pyinfra.api import FactBase, QuoteString, StringCommand
 
 from .catalog import ROLE_ATTRIBUTES
+from .contract import MAINTENANCE_DB
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class ClusterServerState(FactBase):
         # The pid file tells "running" without pg_lsclusters (a perl start-up per call).
         return (
             f"test -s /var/run/postgresql/{version}-{cluster}.pid || exit 0; "
-            f"echo server=$(psql -XAtq -F '|' -p {port} -d postgres -c \"{query}\" 2>/dev/null); "
+            f"echo server=$(psql -XAtq -F '|' -p {port} -d {MAINTENANCE_DB} -c \"{query}\" 2>/dev/null); "
             f"stat -c 'mtime=%.9Y %n' {paths} 2>/dev/null; true"
         )
 
@@ -132,10 +133,10 @@ class RoleAttributes(FactBase):
     default = lambda self: None  # noqa: E731
 
     def command(self, role: str, port: int) -> StringCommand:
-        query = sql.SQL(f"SELECT {ROLE_ATTRIBUTES} FROM pg_roles WHERE rolname = {{}}").format(
-            sql.Literal(role)).as_string()
+        query = sql.SQL("SELECT {} FROM pg_roles WHERE rolname = {}").format(ROLE_ATTRIBUTES, sql.Literal(role))
         return StringCommand(
-            "psql", "-XAtq", "-p", str(port), "-d", "postgres", "-c", QuoteString(query), "2>/dev/null", "||", "true",
+            "psql", "-XAtq", "-p", str(port), "-d", MAINTENANCE_DB, "-c", QuoteString(query.as_string()),
+            "2>/dev/null", "||", "true",
         )
 
     def process(self, output):
@@ -194,3 +195,40 @@ class XdgDirs(FactBase):
 
     def process(self, output):
         return {"data": output[0], "config": output[1]}
+
+
+@dataclass(frozen=True)
+class ServerKeyInfo:
+    public_key: bytes | None  # PEM of the server key's public half; None: no key yet
+    certificate: bytes | None  # PEM of the current certificate; None: none yet
+
+
+class ServerKey(FactBase):
+    """
+    The public half of the server's TLS key and its current certificate, both public; the
+    private key never leaves the host.
+
+    .. code:: python
+
+        ServerKeyInfo(public_key=b"-----BEGIN PUBLIC KEY-----...", certificate=b"-----BEGIN CERTIFICATE-----...")
+    """
+
+    default = lambda self: ServerKeyInfo(None, None)  # noqa: E731
+
+    def requires_command(self, key_file: str, cert_file: str) -> str:
+        return "openssl"
+
+    def command(self, key_file: str, cert_file: str) -> StringCommand:
+        return StringCommand(
+            "(", "openssl", "pkey", "-pubout", "-in", QuoteString(key_file), "2>/dev/null", ";",
+            "cat", QuoteString(cert_file), "2>/dev/null", ";", "true", ")",
+        )
+
+    def process(self, output):
+        text = "\n".join(output) + "\n"
+        def block(kind: str) -> bytes | None:
+            begin, end = f"-----BEGIN {kind}-----", f"-----END {kind}-----"
+            if begin not in text or end not in text:
+                return None
+            return text[text.index(begin): text.index(end) + len(end)].encode() + b"\n"
+        return ServerKeyInfo(block("PUBLIC KEY"), block("CERTIFICATE"))

@@ -1,9 +1,21 @@
 """Roles, databases and privileges each plane must have, and the steps that get there.
 
-:func:`plan` is pure: it compares the desired state (derived from the contract) with
-an observed :class:`Catalog` and returns the SQL steps, composed with psycopg's ``sql``
-module, that close the gap. Nothing is ever dropped; a converged cluster yields no step.
-The same desired state is what the audit will check live rules and grants against.
+:func:`plan` is pure: it compares the desired state (derived from the contract and one
+:class:`~zeroui_db.config.Server`) with an observed :class:`Catalog` and returns the SQL
+steps, composed with psycopg's ``sql`` module, that close the gap. It does no I/O and
+holds no secret: passwords arrive as verifier callables. Nothing is ever dropped; a
+converged server yields no step.
+
+Two kinds of step, because PostgreSQL up to 15 lets any CREATEROLE role grant itself
+``pg_execute_server_program`` and the like (a shell as the server's OS user):
+
+* **role** steps (CREATE/ALTER ROLE, memberships). On the pilot's cluster they run as the
+  local superuser over the unix socket, so the admin role that logs in over TCP needs no
+  CREATEROLE. On a managed service (PostgreSQL 16+, where CREATEROLE only reaches roles
+  its holder administers) they run as the provider's admin user.
+* **database** steps (CREATE DATABASE, ACLs, default privileges), always as the admin
+  role over TLS; inside a plane they run as its owner (``SET ROLE``), so the admin's
+  membership in the owner needs SET only, never INHERIT.
 """
 
 from __future__ import annotations
@@ -15,19 +27,28 @@ from typing import Protocol
 from psycopg import sql
 
 from . import contract
+from .config import Endpoint, Server
 from .contract import Plane
 
-# Attributes every plane role has; the admin role is the only one with CREATEDB/CREATEROLE.
+ROLE, DATABASE = "role", "database"
+
+# Attributes every plane role has. Only the owner, app and read-only roles exist here.
 PLANE_ROLE_ATTRS = {
     "super": False, "createdb": False, "createrole": False, "replication": False, "bypassrls": False, "inherit": True,
 }
+# The pilot's admin role: creates databases, nothing more. NOINHERIT: it acts as a plane's
+# owner only by SET ROLE, inside the statements that need it.
 ADMIN_ATTRS = {
-    "super": False, "createdb": True, "createrole": True, "replication": False, "bypassrls": False, "canlogin": True,
+    "super": False, "createdb": True, "createrole": False, "replication": False, "bypassrls": False,
+    "inherit": False, "canlogin": True,
 }
 _ATTR_SQL = {
     "super": "SUPERUSER", "createdb": "CREATEDB", "createrole": "CREATEROLE", "replication": "REPLICATION",
     "bypassrls": "BYPASSRLS", "inherit": "INHERIT", "canlogin": "LOGIN",
 }
+# Clauses a managed service's admin may not issue at all, not even to say NO...: they are
+# left out, and a role that has one of them is reported, not repaired.
+SUPERUSER_ONLY_ATTRS = ("super", "replication", "bypassrls")
 # A login that expires would lock services out while the deploy saw nothing to do.
 NO_EXPIRY = (None, "infinity")
 
@@ -43,7 +64,8 @@ DEFAULT_PRIVILEGES = {
     "app": {"r": frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"}), "S": frozenset({"USAGE", "SELECT"})},
     "ro": {"r": frozenset({"SELECT"}), "S": frozenset({"SELECT"})},
 }
-_OBJTYPE_SQL = {"r": "TABLES", "S": "SEQUENCES"}
+# pg_default_acl.defaclobjtype -> the words ALTER DEFAULT PRIVILEGES uses for it.
+OBJTYPE_SQL = {"r": "TABLES", "S": "SEQUENCES", "f": "FUNCTIONS", "T": "TYPES", "n": "SCHEMAS"}
 
 
 def role_attributes(plane: Plane, role: str) -> dict[str, bool]:
@@ -55,144 +77,59 @@ def default_privileges(plane: Plane) -> dict[str, dict[str, frozenset[str]]]:
     return {plane.app_role: DEFAULT_PRIVILEGES["app"], plane.readonly_role: DEFAULT_PRIVILEGES["ro"]}
 
 
+def database_privileges(plane: Plane, admin: str) -> dict[str, frozenset[str]]:
+    """Who may do what on the plane's database: its owner everything, its login roles and
+    the admin (which reads and migrates it) CONNECT, nobody else anything."""
+    return {plane.owner_role: DATABASE_OWNER_PRIVILEGES,
+            **{r: LOGIN_DATABASE_PRIVILEGES for r in (*plane.login_roles, admin)}}
+
+
 Grants = dict[str, frozenset[str]]  # grantee (or PUBLIC) -> privileges
+
+
+@dataclass(frozen=True)
+class Membership:
+    """A row of pg_auth_members. Before PostgreSQL 16 there is one row per pair, SET is
+    implied and INHERIT is the member's attribute."""
+
+    role: str
+    member: str
+    grantor: str
+    admin: bool = False
+    inherit: bool = True
+    set: bool = True
 
 
 @dataclass
 class DatabaseState:
     owner: str
     acl: Grants
-    schema_acl: Grants | None = None  # None: not read (the database did not exist)
+    schema_acl: Grants | None = None  # None: not read (the admin cannot connect yet)
     default_acl: dict[str, dict[str, frozenset[str]]] | None = None  # grantee -> objtype -> privs
 
 
 @dataclass
 class Catalog:
-    """What the cluster has now, as far as the contract cares."""
+    """What a server has now, as far as the contract cares."""
 
+    server_version: int = 150000  # server_version_num
     roles: dict[str, dict] = field(default_factory=dict)  # attributes, and "validuntil"
-    memberships: frozenset[tuple[str, str]] = frozenset()  # (role, member) touching contract roles
+    memberships: tuple[Membership, ...] = ()  # rows touching the server's contract roles
     databases: dict[str, DatabaseState] = field(default_factory=dict)
-
-    @property
-    def admin_member_of(self) -> frozenset[str]:
-        return frozenset(role for role, member in self.memberships if member == contract.ADMIN_ROLE)
 
 
 @dataclass(frozen=True)
 class Step:
+    scope: str  # ROLE or DATABASE: who runs it (see the module docstring)
     database: str  # run in this database
-    statement: sql.Composable
+    statement: sql.Composable | None  # None: drift the deploy may not repair (see ``blocked``)
     summary: str  # what it does, for people; never holds a secret
+    as_role: str | None = None  # SET ROLE to this for the statement
     after: Callable[[], None] | None = None  # e.g. record the verifier that was applied
+    blocked: str | None = None  # why this drift needs someone with more power
 
     def __repr__(self) -> str:  # keeps verifiers out of pyinfra's --debug dumps
-        return f"Step({self.database}: {self.summary})"
-
-
-def _attrs_sql(attrs: dict[str, bool]) -> sql.SQL:
-    return sql.SQL(" ".join(("" if on else "NO") + _ATTR_SQL[k] for k, on in attrs.items()))
-
-
-def role_steps(
-    role: str, want: dict[str, bool], have: dict[str, bool] | None, verifier: Callable[[], str] | None,
-    record: Callable[[str], None] | None,
-) -> list[Step]:
-    """Create ``role`` or bring its attributes (and password, when ``verifier``) in line."""
-    db = contract.MAINTENANCE_DB
-    ident = sql.Identifier(role)
-    if have is None:
-        stmt = sql.SQL("CREATE ROLE {} {}").format(ident, _attrs_sql(want))
-        if verifier is None:
-            return [Step(db, stmt, f"create role {role}")]
-        v = verifier()
-        return [Step(db, stmt + sql.SQL(" PASSWORD {}").format(sql.Literal(v)), f"create role {role}",
-                     after=lambda: record(v))]
-    steps = []
-    drift = {k: on for k, on in want.items() if have.get(k) != on}
-    if drift:
-        steps.append(Step(db, sql.SQL("ALTER ROLE {} {}").format(ident, _attrs_sql(drift)),
-                          f"set {_attrs_sql(drift).as_string()} on role {role}"))
-    if have.get("validuntil") not in NO_EXPIRY:
-        steps.append(Step(db, sql.SQL("ALTER ROLE {} VALID UNTIL 'infinity'").format(ident),
-                          f"remove the expiry of role {role}"))
-    if verifier is not None:
-        v = verifier()
-        steps.append(Step(db, sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(v)),
-                          f"set the password of role {role}", after=lambda: record(v)))
-    return steps
-
-
-def _acl_steps(on: sql.Composable, db: str, have: Grants, want: Grants, keep: set[str], what: str) -> list[Step]:
-    """REVOKE what nobody should hold, GRANT what is missing; ``keep`` grantees are left alone."""
-    steps = []
-    for grantee in sorted(set(have) - set(want) - keep):
-        who = sql.SQL(PUBLIC) if grantee == PUBLIC else sql.Identifier(grantee)
-        steps.append(Step(db, sql.SQL("REVOKE ALL ON {} FROM {}").format(on, who), f"revoke {what} from {grantee}"))
-    for grantee, privs in sorted(want.items()):
-        if have.get(grantee, frozenset()) == privs:
-            continue
-        if have.get(grantee, frozenset()) - privs:
-            steps.append(Step(db, sql.SQL("REVOKE ALL ON {} FROM {}").format(on, sql.Identifier(grantee)),
-                              f"revoke {what} from {grantee}"))
-        steps.append(Step(db, sql.SQL("GRANT {} ON {} TO {}").format(
-            sql.SQL(", ").join(sql.SQL(p) for p in sorted(privs)), on, sql.Identifier(grantee)),
-            f"grant {', '.join(sorted(privs))} on {what} to {grantee}"))
-    return steps
-
-
-def plane_steps(plane: Plane, catalog: Catalog) -> list[Step]:
-    """Database, ownership and privileges of one plane (its roles already exist)."""
-    db, owner = plane.store, plane.owner_role
-    maint = contract.MAINTENANCE_DB
-    steps = []
-    if owner not in catalog.admin_member_of:
-        # The admin works inside the plane as its owner, the way a managed service's
-        # master user does; membership is what lets it create a database owned by it.
-        steps.append(Step(maint, sql.SQL("GRANT {} TO {}").format(
-            sql.Identifier(owner), sql.Identifier(contract.ADMIN_ROLE)), f"let {contract.ADMIN_ROLE} act as {owner}"))
-    state = catalog.databases.get(db)
-    if state is None:
-        steps.append(Step(maint, sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(
-            sql.Identifier(db), sql.Identifier(owner)), f"create database {db}"))
-        # A new database has the default ACL: the owner's, plus CONNECT/TEMP for PUBLIC.
-        state = DatabaseState(owner, {owner: DATABASE_OWNER_PRIVILEGES, PUBLIC: frozenset({"CONNECT", "TEMPORARY"})})
-    elif state.owner != owner:
-        steps.append(Step(maint, sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
-            sql.Identifier(db), sql.Identifier(owner)), f"make {owner} the owner of {db}"))
-
-    want_db = {owner: DATABASE_OWNER_PRIVILEGES, **{r: LOGIN_DATABASE_PRIVILEGES for r in plane.login_roles}}
-    steps += _acl_steps(sql.SQL("DATABASE {}").format(sql.Identifier(db)), maint, state.acl, want_db,
-                        keep=set(), what=f"database {db}")
-
-    # Inside the database. A database not read yet has PG15's defaults: public schema
-    # owned by pg_database_owner with USAGE for PUBLIC, no default privileges.
-    schema_acl = state.schema_acl if state.schema_acl is not None else {
-        "pg_database_owner": frozenset({"USAGE", "CREATE"}), PUBLIC: frozenset({"USAGE"})}
-    want_schema = {r: LOGIN_SCHEMA_PRIVILEGES for r in plane.login_roles}
-    steps += _acl_steps(sql.SQL("SCHEMA {}").format(sql.Identifier(SCHEMA)), db, schema_acl, want_schema,
-                        keep={"pg_database_owner", owner}, what=f"schema {SCHEMA} in {db}")
-
-    have_default = state.default_acl or {}
-    want_default = default_privileges(plane)
-    for grantee in sorted(set(have_default) | set(want_default)):
-        if grantee == owner:  # the owner's own entry is implicit in every default ACL
-            continue
-        for objtype in sorted(set(have_default.get(grantee, {})) | set(want_default.get(grantee, {}))):
-            have = have_default.get(grantee, {}).get(objtype, frozenset())
-            want = want_default.get(grantee, {}).get(objtype, frozenset())
-            if have == want:
-                continue
-            kind = sql.SQL(_OBJTYPE_SQL.get(objtype, "TABLES"))
-            what = f"{_OBJTYPE_SQL.get(objtype, objtype).lower()} of {owner} for {grantee}"
-            if have - want:
-                steps.append(Step(db, sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} REVOKE ALL ON {} FROM {}").format(
-                    sql.Identifier(owner), kind, sql.Identifier(grantee)), f"revoke default privileges on {what}"))
-            if want:
-                steps.append(Step(db, sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT {} ON {} TO {}").format(
-                    sql.Identifier(owner), sql.SQL(", ").join(sql.SQL(p) for p in sorted(want)), kind,
-                    sql.Identifier(grantee)), f"default {', '.join(sorted(want))} on {what}"))
-    return steps
+        return f"Step({self.scope} in {self.database}: {self.summary})"
 
 
 class Passwords(Protocol):
@@ -203,10 +140,160 @@ class Passwords(Protocol):
     def record_applied(self, role: str, verifier: str) -> None: ...
 
 
-def plan(catalog: Catalog, passwords: Passwords) -> list[Step]:
-    """Every step that brings the cluster to the contract."""
+def _attrs_sql(attrs: dict[str, bool]) -> sql.SQL:
+    return sql.SQL(" ".join(("" if on else "NO") + _ATTR_SQL[k] for k, on in attrs.items()))
+
+
+def role_steps(
+    role: str, want: dict[str, bool], have: dict[str, bool] | None, verifier: Callable[[], str] | None,
+    record: Callable[[str], None] | None, superuser: bool = True,
+) -> list[Step]:
+    """Create ``role`` or bring its attributes (and password, when ``verifier``) in line.
+    Without ``superuser``, superuser-only clauses are never issued: drift there is blocked."""
+    db = contract.MAINTENANCE_DB
+    ident = sql.Identifier(role)
+    issuable = {k: on for k, on in want.items() if superuser or k not in SUPERUSER_ONLY_ATTRS}
+    if have is None:
+        stmt = sql.SQL("CREATE ROLE {} {}").format(ident, _attrs_sql(issuable))
+        if verifier is None:
+            return [Step(ROLE, db, stmt, f"create role {role}")]
+        v = verifier()
+        return [Step(ROLE, db, stmt + sql.SQL(" PASSWORD {}").format(sql.Literal(v)), f"create role {role}",
+                     after=lambda: record(v))]
     steps = []
-    for plane in contract.POSTGRES_PLANES:
+    drift = {k: on for k, on in issuable.items() if have.get(k) != on}
+    if drift:
+        steps.append(Step(ROLE, db, sql.SQL("ALTER ROLE {} {}").format(ident, _attrs_sql(drift)),
+                          f"set {_attrs_sql(drift).as_string()} on role {role}"))
+    for k in sorted(set(want) - set(issuable)):
+        if have.get(k) != want[k]:
+            steps.append(Step(ROLE, db, None, f"set {_attrs_sql({k: want[k]}).as_string()} on role {role}",
+                              blocked="only a superuser may change this attribute"))
+    if have.get("validuntil") not in NO_EXPIRY:
+        steps.append(Step(ROLE, db, sql.SQL("ALTER ROLE {} VALID UNTIL 'infinity'").format(ident),
+                          f"remove the expiry of role {role}"))
+    if verifier is not None:
+        v = verifier()
+        steps.append(Step(ROLE, db, sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(v)),
+                          f"set the password of role {role}", after=lambda: record(v)))
+    return steps
+
+
+def _acl_steps(on: sql.Composable, db: str, have: Grants, want: Grants, keep: set[str], what: str,
+               as_role: str) -> list[Step]:
+    """REVOKE what nobody should hold, GRANT what is missing; ``keep`` grantees are left alone."""
+    steps = []
+    for grantee in sorted(set(have) - set(want) - keep):
+        who = sql.SQL(PUBLIC) if grantee == PUBLIC else sql.Identifier(grantee)
+        steps.append(Step(DATABASE, db, sql.SQL("REVOKE ALL ON {} FROM {}").format(on, who),
+                          f"revoke {what} from {grantee}", as_role))
+    for grantee, privs in sorted(want.items()):
+        if grantee in keep or have.get(grantee, frozenset()) == privs:
+            continue
+        if have.get(grantee, frozenset()) - privs:
+            steps.append(Step(DATABASE, db, sql.SQL("REVOKE ALL ON {} FROM {}").format(on, sql.Identifier(grantee)),
+                              f"revoke {what} from {grantee}", as_role))
+        steps.append(Step(DATABASE, db, sql.SQL("GRANT {} ON {} TO {}").format(
+            sql.SQL(", ").join(sql.SQL(p) for p in sorted(privs)), on, sql.Identifier(grantee)),
+            f"grant {', '.join(sorted(privs))} on {what} to {grantee}", as_role))
+    return steps
+
+
+def _default_acl_steps(plane: Plane, db: str, have_default: dict, owner: str) -> list[Step]:
+    want_default = default_privileges(plane)
+    steps = []
+    for grantee in sorted(set(have_default) | set(want_default)):
+        if grantee == owner:  # the owner's own entry is implicit in every default ACL
+            continue
+        for objtype in sorted(set(have_default.get(grantee, {})) | set(want_default.get(grantee, {}))):
+            have = have_default.get(grantee, {}).get(objtype, frozenset())
+            want = want_default.get(grantee, {}).get(objtype, frozenset())
+            if have == want or objtype not in OBJTYPE_SQL:
+                continue
+            kind = sql.SQL(OBJTYPE_SQL[objtype])
+            who = sql.SQL(PUBLIC) if grantee == PUBLIC else sql.Identifier(grantee)
+            what = f"{OBJTYPE_SQL[objtype].lower()} of {owner} for {grantee}"
+            if have - want:
+                steps.append(Step(DATABASE, db, sql.SQL(
+                    "ALTER DEFAULT PRIVILEGES FOR ROLE {} REVOKE ALL ON {} FROM {}").format(
+                    sql.Identifier(owner), kind, who), f"revoke default privileges on {what}", owner))
+            if want:
+                steps.append(Step(DATABASE, db, sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT {} ON {} TO {}").format(
+                    sql.Identifier(owner), sql.SQL(", ").join(sql.SQL(p) for p in sorted(want)), kind,
+                    sql.Identifier(grantee)), f"default {', '.join(sorted(want))} on {what}", owner))
+    return steps
+
+
+def plane_steps(endpoint: Endpoint, catalog: Catalog) -> list[Step]:
+    """Database, ownership and privileges of one plane endpoint (its roles already exist)."""
+    plane, db, owner = endpoint.plane, endpoint.database, endpoint.plane.owner_role
+    maint = contract.MAINTENANCE_DB
+    steps = []
+    state = catalog.databases.get(db)
+    if state is None:
+        steps.append(Step(DATABASE, maint, sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(
+            sql.Identifier(db), sql.Identifier(owner)), f"create database {db}"))
+        # A new database has the default ACL: the owner's, plus CONNECT/TEMP for PUBLIC.
+        state = DatabaseState(owner, {owner: DATABASE_OWNER_PRIVILEGES, PUBLIC: frozenset({"CONNECT", "TEMPORARY"})})
+    elif state.owner != owner:
+        # Adopted: e.g. the provider's console made the database, owned by its admin user.
+        steps.append(Step(DATABASE, maint, sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+            sql.Identifier(db), sql.Identifier(owner)), f"make {owner} the owner of {db}"))
+        state = DatabaseState(owner, {(owner if k == state.owner else k): v for k, v in state.acl.items()},
+                              state.schema_acl, state.default_acl)
+
+    steps += _acl_steps(sql.SQL("DATABASE {}").format(sql.Identifier(db)), maint, state.acl,
+                        database_privileges(plane, endpoint.admin_user), keep=set(), what=f"database {db}",
+                        as_role=owner)
+
+    # Inside the database. One not read yet has the defaults of PostgreSQL 15+: schema public
+    # owned by pg_database_owner with USAGE for PUBLIC, no default privileges.
+    schema_acl = state.schema_acl if state.schema_acl is not None else {
+        "pg_database_owner": frozenset({"USAGE", "CREATE"}), PUBLIC: frozenset({"USAGE"})}
+    want_schema = {r: LOGIN_SCHEMA_PRIVILEGES for r in plane.login_roles}
+    steps += _acl_steps(sql.SQL("SCHEMA {}").format(sql.Identifier(SCHEMA)), db, schema_acl, want_schema,
+                        keep={"pg_database_owner", owner}, what=f"schema {SCHEMA} in {db}", as_role=owner)
+    steps += _default_acl_steps(plane, db, state.default_acl or {}, owner)
+    return steps
+
+
+def _membership_steps(server: Server, catalog: Catalog) -> list[Step]:
+    admin, maint = server.admin_user, contract.MAINTENANCE_DB
+    ours = {r for p in server.planes for r in p.roles}
+    # On the pilot the admin role is the bundle's own; a provider's admin keeps what it has.
+    checked_members = ours | ({admin} if server.workstation else set())
+    owners = {p.owner_role for p in server.planes}
+    steps = []
+    for m in sorted(catalog.memberships, key=lambda m: (m.role, m.member, m.grantor)):
+        if m.member not in checked_members or (m.member == admin and m.role in owners):
+            continue
+        # Any other membership would let one plane's role act with another's rights.
+        revoke = sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(m.role), sql.Identifier(m.member))
+        if catalog.server_version >= 160000:  # one row per grantor: revoke that row
+            revoke += sql.SQL(" GRANTED BY {}").format(sql.Identifier(m.grantor))
+        steps.append(Step(ROLE, maint, revoke, f"revoke membership of {m.member} in {m.role}"))
+    for owner in sorted(owners):
+        rows = [m for m in catalog.memberships if m.role == owner and m.member == admin]
+        if catalog.server_version >= 160000:
+            for m in rows:
+                if m.inherit:  # 16+: inheritance is the row's option, not the member's attribute
+                    steps.append(Step(ROLE, maint, sql.SQL("GRANT {} TO {} WITH INHERIT FALSE GRANTED BY {}").format(
+                        sql.Identifier(owner), sql.Identifier(admin), sql.Identifier(m.grantor)),
+                        f"stop {admin} inheriting the rights of {owner} (granted by {m.grantor})"))
+        if any(m.set for m in rows):
+            continue
+        grant = sql.SQL("GRANT {} TO {}").format(sql.Identifier(owner), sql.Identifier(admin))
+        if catalog.server_version >= 160000:
+            # 16+: a CREATEROLE admin holds ADMIN on roles it made, but SET only when granted.
+            grant += sql.SQL(" WITH INHERIT FALSE, SET TRUE")
+        steps.append(Step(ROLE, maint, grant, f"let {admin} act as {owner} (SET ROLE)"))
+    return steps
+
+
+def plan(server: Server, catalog: Catalog, passwords: Passwords) -> list[Step]:
+    """Every step that brings ``server`` to the contract: role steps first, then each plane."""
+    steps = []
+    for plane in server.planes:
         for role in plane.roles:
             verifier = None
             if role in plane.login_roles:
@@ -216,12 +303,8 @@ def plan(catalog: Catalog, passwords: Passwords) -> list[Step]:
                 elif role not in catalog.roles:  # e.g. the cluster was re-created
                     verifier = lambda applied=applied: applied
             steps += role_steps(role, role_attributes(plane, role), catalog.roles.get(role), verifier,
-                                lambda v, role=role: passwords.record_applied(role, v))
-    wanted = {(p.owner_role, contract.ADMIN_ROLE) for p in contract.POSTGRES_PLANES}
-    for role, member in sorted(catalog.memberships - wanted):
-        # Any other membership would let one plane's role act with another's rights.
-        steps.append(Step(contract.MAINTENANCE_DB, sql.SQL("REVOKE {} FROM {}").format(
-            sql.Identifier(role), sql.Identifier(member)), f"revoke membership of {member} in {role}"))
-    for plane in contract.POSTGRES_PLANES:
-        steps += plane_steps(plane, catalog)
+                                lambda v, role=role: passwords.record_applied(role, v), superuser=server.workstation)
+    steps += _membership_steps(server, catalog)
+    for endpoint in server.endpoints:
+        steps += plane_steps(endpoint, catalog)
     return steps

@@ -79,12 +79,20 @@ def with_variables(plane: Plane, text: str) -> str:
     return text
 
 
-def applied(conn: psycopg.Connection) -> dict[str, str]:
-    """The ledger of the database ``conn`` is connected to (empty before the first migration)."""
+def applied(conn: psycopg.Connection, plane: Plane) -> dict[str, str]:
+    """The ledger of the database ``conn`` is connected to (empty before the first migration).
+
+    Read as the plane's owner: the admin holds no privilege of its own inside a plane. Both
+    statements travel in one round trip and one implicit transaction, so the role lasts
+    for the read alone, also when it fails."""
+    query = sql.SQL("SET LOCAL ROLE {}; ").format(sql.Identifier(plane.owner_role)) + _APPLIED
     try:
-        return dict(conn.execute(_APPLIED).fetchall())
+        cur = conn.execute(query)
     except psycopg.errors.UndefinedTable:
         return {}
+    while cur.description is None and cur.nextset():
+        pass
+    return dict(cur.fetchall())
 
 
 def apply(conn: psycopg.Connection, plane: Plane, migration: Migration, log: Callable[[str], None]) -> bool:

@@ -9,8 +9,13 @@ SCRAM verifier last applied to the server, so a re-run knows, without reading
 A secret manager or CI can supply a password instead: ``ZEROUI_DB_PASSWORD_<ROLE>``
 (e.g. ``ZEROUI_DB_PASSWORD_ZEROUI_TENANT_APP``) wins over the file.
 
+The admin ("master") user of a managed endpoint is the provider's, not generated here:
+its password comes from ``ZEROUI_DB_ADMIN_PASSWORD_<PLANE>`` or is stored once with
+``set-admin`` (read from stdin, never from argv).
+
     python -m zeroui_db.secret_store path pilot
     python -m zeroui_db.secret_store rotate pilot zeroui_tenant_app   # new password on next deploy
+    python -m zeroui_db.secret_store set-admin cloud tenant < password-file
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from . import scram
 
 ENV_DIR = "ZEROUI_SECRETS_DIR"
 ENV_PASSWORD_PREFIX = "ZEROUI_DB_PASSWORD_"
+ENV_ADMIN_PASSWORD_PREFIX = "ZEROUI_DB_ADMIN_PASSWORD_"
 PASSWORD_BYTES = 32
 
 
@@ -95,6 +101,21 @@ class SecretStore:
         self._entry(role)["applied_verifier"] = verifier
         self._save()
 
+    @staticmethod
+    def endpoint_admin_env(plane_key: str) -> str:
+        return ENV_ADMIN_PASSWORD_PREFIX + plane_key.upper()
+
+    def endpoint_admin_password(self, plane_key: str, required: bool = True) -> str | None:
+        """The provider admin's password for the managed endpoint of ``plane_key``."""
+        found = os.environ.get(self.endpoint_admin_env(plane_key)) or self._data.get("admins", {}).get(plane_key)
+        if found is None and required:
+            raise KeyError(f"no admin password for endpoint {plane_key}: set {self.endpoint_admin_env(plane_key)}")
+        return found
+
+    def set_endpoint_admin_password(self, plane_key: str, password: str) -> None:
+        self._data.setdefault("admins", {})[plane_key] = password
+        self._save()
+
     def rotate(self, role: str) -> None:
         """Forget the password: the next deploy generates a new one and applies it."""
         self._data["roles"].pop(role, None)
@@ -102,13 +123,22 @@ class SecretStore:
 
 
 def main(argv: list[str]) -> int:
-    usage = "usage: python -m zeroui_db.secret_store path SITE | rotate SITE ROLE"
+    usage = "usage: python -m zeroui_db.secret_store path SITE | rotate SITE ROLE | set-admin SITE PLANE < password"
     if len(argv) == 2 and argv[0] == "path":
         print(SecretStore(argv[1]).path)
         return 0
     if len(argv) == 3 and argv[0] == "rotate":
         SecretStore(argv[1]).rotate(argv[2])
         print(f"{argv[2]}: password forgotten; the next deploy sets a new one and rewrites the env files")
+        return 0
+    if len(argv) == 3 and argv[0] == "set-admin":
+        password = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else __import__("getpass").getpass(
+            f"admin password for the {argv[2]} endpoint: ")
+        if not password:
+            print("no password given on stdin", file=sys.stderr)
+            return 2
+        SecretStore(argv[1]).set_endpoint_admin_password(argv[2], password)
+        print(f"{argv[2]}: admin password stored in {SecretStore(argv[1]).path}")
         return 0
     print(usage, file=sys.stderr)
     return 2

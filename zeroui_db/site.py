@@ -1,19 +1,23 @@
-"""Everything a deploy needs to know about one host, checked before anything runs."""
+"""Everything a deploy needs to know about a site and its hosts, checked before anything runs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import contract
-from .config import ConfigError, Site, parse_site
+from .config import ConfigError, Endpoint, Server, Site, parse_site
 from .facts import PostgresHost, XdgDirs
 from .layout import ClusterLayout, layout
 from .secret_store import SecretStore
+from .tls import SiteCA
 
-# The inventory group whose hosts run the PostgreSQL cluster.
+# The inventory group whose one host runs the pilot's PostgreSQL cluster.
 SERVER_GROUP = "workstation"
-# Every password the deploy manages: the admin role's and each plane's login roles.
-MANAGED_ROLES = (contract.ADMIN_ROLE, *(r for p in contract.POSTGRES_PLANES for r in p.login_roles))
+# Where the deploy works on managed endpoints from: the operator's machine (usually @local).
+ADMIN_GROUP = contract.ADMIN_HOSTS.key
+# Every login role's password the deploy manages on a workstation cluster.
+LOGIN_ROLES = tuple(r for p in contract.POSTGRES_PLANES for r in p.login_roles)
 
 
 def site_data(inventory) -> dict:
@@ -24,13 +28,86 @@ def site_data(inventory) -> dict:
     return found[0] if found else None
 
 
-def load_site(inventory) -> tuple[Site, SecretStore]:
+@dataclass
+class Deployment:
+    """A site, its secrets and its trust anchors, as the control machine holds them."""
+
+    site: Site
+    store: SecretStore
+    ca: SiteCA | None  # the site's own CA: it signs the workstation cluster's certificate
+
+    def ca_file(self, endpoint: Endpoint) -> str:
+        """The CA certificate (on the control machine) that vouches for ``endpoint``."""
+        return endpoint.ca_file or str(self.ca.cert_path)
+
+    def ca_pem(self, endpoint: Endpoint) -> bytes:
+        return Path(self.ca_file(endpoint)).read_bytes()
+
+    def admin_password(self, server: Server) -> str:
+        if server.workstation:
+            return self.store.password(contract.ADMIN_ROLE)
+        return self.store.endpoint_admin_password(server.first.plane.key)
+
+    @property
+    def certificate_names(self) -> tuple[str, ...]:
+        """What the workstation's certificate must name: where clients and the admin dial."""
+        cluster = self.site.cluster
+        return tuple(dict.fromkeys([cluster.connect_host, *(str(a) for a in cluster.listen_addresses)]))
+
+
+def load(inventory) -> Deployment:
+    """Parse and check the inventory's site; make the control machine's secrets and CA."""
     site = parse_site(site_data(inventory))
     store = SecretStore(site.name)
-    # Only a site with a cluster or service hosts has passwords; a laptop never does.
-    if any(inventory.get_group(g, []) for g in (SERVER_GROUP, *(s.key for s in contract.SERVICE_GROUPS))):
-        store.ensure(MANAGED_ROLES)
-    return site, store
+    _check_groups(site, inventory)
+    # Only a site with servers or service hosts has passwords and a CA; a laptop never does.
+    serves = any(inventory.get_group(g, []) for g in (SERVER_GROUP, ADMIN_GROUP, *(s.key for s in contract.SERVICE_GROUPS)))
+    if serves:
+        store.ensure((contract.ADMIN_ROLE, *LOGIN_ROLES) if site.cluster else LOGIN_ROLES)
+    for server in site.servers if serves else ():
+        if not server.workstation and store.endpoint_admin_password(server.first.plane.key, required=False) is None:
+            plane = server.first.plane.key
+            raise ConfigError(
+                site.name, f"endpoints.{plane}.admin_user", f"no password for {server.admin_user}",
+                f"set {store.endpoint_admin_env(plane)} or run: zeroui-db secrets set-admin {site.name} {plane}",
+            )
+        for endpoint in server.endpoints:
+            if endpoint.ca_file and not Path(endpoint.ca_file).is_file():
+                key = f"endpoints.{endpoint.plane.key}.ca_file" if not endpoint.workstation else "cluster.ssl_ca_file"
+                raise ConfigError(site.name, key, f"{endpoint.ca_file} does not exist on this machine",
+                                  "download the CA certificate there, or correct the path")
+    own_ca = serves and site.cluster is not None and site.cluster.ssl_cert_file is None
+    ca = SiteCA.load_or_create(store.path.parent, site.name) if own_ca else None
+    return Deployment(site, store, ca)
+
+
+def _check_groups(site: Site, inventory) -> None:
+    workstations = inventory.get_group(SERVER_GROUP, [])
+    if len(workstations) > 1:
+        raise ConfigError(site.name, SERVER_GROUP, f"has {len(workstations)} hosts",
+                          "the pilot's cluster runs on one workstation: keep one host in the group")
+    if workstations and site.cluster is None:
+        raise ConfigError(site.name, SERVER_GROUP, "every plane is a managed endpoint, so no cluster runs here",
+                          "remove the workstation group, or add a cluster section")
+    managed = [s for s in site.servers if not s.workstation]
+    admins = inventory.get_group(ADMIN_GROUP, [])
+    if managed and len(admins) != 1:
+        raise ConfigError(
+            site.name, ADMIN_GROUP, f"{'has ' + str(len(admins)) + ' hosts' if admins else 'is missing'}",
+            f"managed endpoints ({', '.join(s.key for s in managed)}) are worked on from one admin host: "
+            "add admin_hosts = ['@local'] (or your bastion) to the inventory",
+        )
+
+
+def servers_worked_from(deployment: Deployment, host, inventory) -> tuple[Server, ...]:
+    """The servers whose databases this host works on: the workstation its own cluster, the
+    admin host the managed services."""
+    out = []
+    for server in deployment.site.servers:
+        group = SERVER_GROUP if server.workstation else ADMIN_GROUP
+        if host in inventory.get_group(group, []):
+            out.append(server)
+    return tuple(out)
 
 
 def server_plan(site: Site, host) -> ClusterLayout:

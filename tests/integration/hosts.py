@@ -45,3 +45,31 @@ def probe(lab, client: str, site, user: str, dbname: str, password: str) -> tupl
     assert proc.returncode == 0, proc.stderr
     [result] = json.loads(proc.stdout)
     return result["ok"], result["error"]
+
+
+# Runs inside a lab host: connects with the parameters (or URL) read from stdin, runs each
+# statement in autocommit and reports its outcome; secrets travel on stdin only.
+_IN_NAMESPACE = r"""
+import json, sys, psycopg
+a = json.load(sys.stdin)
+if "url" in a:  # exactly as a service would use it
+    params = {"conninfo": a["url"]}
+else:
+    params = {**{k: a[k] for k in ("host", "port", "dbname", "user", "password")}, "sslmode": "require"}
+out = []
+with psycopg.connect(**params, connect_timeout=5, autocommit=True) as conn:
+    for stmt in a["statements"]:
+        try:
+            cur = conn.execute(stmt)
+            out.append({"ok": True, "sqlstate": None, "rows": cur.fetchall() if cur.description else None})
+        except psycopg.Error as e:
+            out.append({"ok": False, "sqlstate": e.sqlstate, "rows": None})
+print(json.dumps(out, default=str))
+"""
+
+
+def sql_from_host(lab, client: str, statements: list[str], **connect) -> list[dict]:
+    proc = lab.run(client, [sys.executable, "-c", _IN_NAMESPACE],
+                   input=json.dumps({**connect, "statements": statements}), timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)

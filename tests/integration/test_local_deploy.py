@@ -14,7 +14,6 @@ import os
 import runpy
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -30,7 +29,7 @@ import matrix
 from clusters import drop_cluster, existing_clusters, free_port, unique_cluster_name
 from conftest import CLIENT_HOSTS
 from deployment import run_deploy
-from hosts import probe, service_host, superuser_rows
+from hosts import probe, service_host, sql_from_host, superuser_rows
 
 from zeroui_db import contract, envfiles, scram
 from zeroui_db.config import parse_site
@@ -42,7 +41,7 @@ pytestmark = pytest.mark.integration
 HBA_REFUSALS = ("pg_hba.conf rejects connection", "no pg_hba.conf entry")
 INSUFFICIENT_PRIVILEGE = "42501"
 # deploy.py's names for the operations that converge databases/roles/privileges and write pg_hba.conf.
-PLANES_OP = "Plane databases, roles and privileges"
+PLANES_OP = f"Plane databases, roles and privileges ({'+'.join(p.key for p in contract.POSTGRES_PLANES)})"
 HBA_OP = "pg_hba.conf (plane boundaries)"
 LOGIN_ROLES = tuple(r for p in contract.POSTGRES_PLANES for r in p.login_roles)
 PASSWORD_ROLES = (contract.ADMIN_ROLE, *LOGIN_ROLES)  # every role that has a password
@@ -61,37 +60,10 @@ def admin_connection(site, dbname: str = contract.MAINTENANCE_DB):
     """The admin role over TLS on loopback, as an operator on the workstation connects."""
     with psycopg.connect(
         host="127.0.0.1", port=site.port, dbname=dbname, user=contract.ADMIN_ROLE,
-        password=site.password(contract.ADMIN_ROLE), sslmode="require", connect_timeout=10, autocommit=True,
+        password=site.password(contract.ADMIN_ROLE), sslmode="verify-full", sslrootcert=site.ca_file,
+        channel_binding="require", connect_timeout=10, autocommit=True,
     ) as conn:
         yield conn
-
-
-# Runs inside a lab host: connects with the parameters (or URL) read from stdin, runs each
-# statement in autocommit and reports its outcome; secrets travel on stdin only.
-_IN_NAMESPACE = r"""
-import json, sys, psycopg
-a = json.load(sys.stdin)
-if "url" in a:  # exactly as a service would use it
-    params = {"conninfo": a["url"]}
-else:
-    params = {**{k: a[k] for k in ("host", "port", "dbname", "user", "password")}, "sslmode": "require"}
-out = []
-with psycopg.connect(**params, connect_timeout=5, autocommit=True) as conn:
-    for stmt in a["statements"]:
-        try:
-            cur = conn.execute(stmt)
-            out.append({"ok": True, "sqlstate": None, "rows": cur.fetchall() if cur.description else None})
-        except psycopg.Error as e:
-            out.append({"ok": False, "sqlstate": e.sqlstate, "rows": None})
-print(json.dumps(out, default=str))
-"""
-
-
-def sql_from_host(lab, client: str, statements: list[str], **connect) -> list[dict]:
-    proc = lab.run(client, [sys.executable, "-c", _IN_NAMESPACE],
-                   input=json.dumps({**connect, "statements": statements}), timeout=60)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout)
 
 
 def dry_plan(site, inventory: Path | None = None) -> list[dict]:
@@ -325,12 +297,18 @@ def test_cluster_config_files_ownership_and_modes(host, local_site):
 
 
 def test_env_files_hold_only_their_planes_url(host, local_site):
-    """Each service plane's env file is root:root 0600 and holds only its canonical var, a TLS URL."""
+    """Each service plane's env file is root:root 0600 and holds only its canonical var, a URL that
+    verifies the server against the site CA, which lies beside it (public, 0644)."""
     site = site_config(local_site)
     planes = [g.plane for g in contract.SERVICE_GROUPS]
     paths = {plane: envfiles.path(site, plane) for plane in planes}
-    assert {p.name for p in local_site.env_dir.iterdir()} == {Path(p).name for p in paths.values()}
+    cas = {plane: local_site.env_dir / f"{plane.key}-ca.crt" for plane in planes}
+    assert {p.name for p in local_site.env_dir.iterdir()} == {Path(p).name for p in [*paths.values(), *cas.values()]}
     assert host.file(str(local_site.env_dir)).mode & 0o007 == 0
+    site_ca = Path(local_site.ca_file).read_bytes()
+    for ca in cas.values():
+        f = host.file(str(ca))
+        assert (f.user, f.group, f.mode) == ("root", "root", 0o644) and ca.read_bytes() == site_ca
     for plane, path in paths.items():
         f = host.file(path)
         assert (f.user, f.group, f.mode) == ("root", "root", 0o600), path
@@ -344,7 +322,8 @@ def test_env_files_hold_only_their_planes_url(host, local_site):
         assert (parts.username, unquote(parts.password)) == (plane.app_role, local_site.password(plane.app_role))
         assert (parts.hostname, parts.port, parts.path) == (local_site.server_address, local_site.port,
                                                              f"/{plane.store}")
-        assert parse_qs(parts.query) == {"sslmode": ["require"]}
+        assert parse_qs(parts.query) == {"sslmode": ["verify-full"], "sslrootcert": [str(cas[plane])],
+                                         "channel_binding": ["require"]}
 
 
 @pytest.mark.parametrize("plane", [g.plane for g in contract.SERVICE_GROUPS], ids=lambda p: p.key)
@@ -375,7 +354,8 @@ def test_plane_databases_owned_by_owner_roles(local_site):
 
 
 def test_role_attributes_follow_contract(local_site):
-    """Plane roles have no special attributes, owners never log in; the admin can create DBs/roles only."""
+    """Plane roles have no special attributes, owners never log in; the admin can create databases only
+    (on PostgreSQL 15 CREATEROLE would let it grant itself pg_execute_server_program)."""
     roles = [contract.ADMIN_ROLE, *(r for p in contract.POSTGRES_PLANES for r in p.roles)]
     with admin_connection(local_site) as conn:
         rows = conn.execute(
@@ -389,7 +369,7 @@ def test_role_attributes_follow_contract(local_site):
         assert attrs[plane.owner_role] == {**nothing, "login": False}
         for role in plane.login_roles:
             assert attrs[role] == {**nothing, "login": True}, role
-    assert attrs[contract.ADMIN_ROLE] == {**nothing, "createdb": True, "createrole": True, "login": True}
+    assert attrs[contract.ADMIN_ROLE] == {**nothing, "createdb": True, "login": True}
 
 
 def test_public_has_no_privilege_on_plane_databases(local_site):

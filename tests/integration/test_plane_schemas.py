@@ -29,7 +29,8 @@ from psycopg import sql
 from deployment import run_deploy
 from hosts import service_host, superuser_psql, superuser_rows
 
-from zeroui_db import admin_link, contract, ledger, schemas
+from zeroui_db import contract, ledger, schemas
+from zeroui_db.config import ADMIN_LOOPBACK
 
 pytestmark = pytest.mark.integration
 
@@ -471,14 +472,16 @@ def _hba_allow_admin(site, dbname: str) -> tuple[Path, bytes]:
     """Let the admin role reach a scratch database over loopback TLS: one pg_hba line, ahead of all others."""
     path = Path(f"/etc/postgresql/{site.version}/{site.cluster}/pg_hba.conf")
     original = path.read_bytes()
-    line = f"hostssl {dbname} {contract.ADMIN_ROLE} {admin_link.LOOPBACK}/32 scram-sha-256\n"
+    line = f"hostssl {dbname} {contract.ADMIN_ROLE} {ADMIN_LOOPBACK}/32 scram-sha-256\n"
     path.write_bytes(line.encode() + original)  # in place: owner and mode stay
     superuser_psql(site.port, contract.MAINTENANCE_DB, "SELECT pg_reload_conf();")
     return path, original
 
 
 def _connect_admin(site, dbname: str) -> psycopg.Connection:
-    kwargs = admin_link.connect_kwargs(site.port, site.password(contract.ADMIN_ROLE), dbname)
+    kwargs = {"host": ADMIN_LOOPBACK, "port": site.port, "dbname": dbname, "user": contract.ADMIN_ROLE,
+              "password": site.password(contract.ADMIN_ROLE), "sslmode": "verify-full", "sslrootcert": site.ca_file,
+              "autocommit": True}
     deadline = time.monotonic() + 10
     while True:  # the reload is asynchronous
         try:

@@ -201,7 +201,7 @@ def test_env_file_holds_the_new_password(rotated, leak_site):
     site = _site(leak_site)
     lines = Path(envfiles.path(site, PLANE)).read_text().splitlines()
     values = [line.split("=", 1)[1] for line in lines if line.startswith(f"{PLANE.env_var}=")]
-    assert values == [envfiles.database_url(site, PLANE, after["roles"][ROLE]["password"])]
+    assert values == [envfiles.database_url(site, site.endpoint(PLANE), after["roles"][ROLE]["password"])]
     assert before["roles"][ROLE]["password"] not in "\n".join(lines)
 
 

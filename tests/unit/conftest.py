@@ -16,6 +16,22 @@ BASE = {
     "env_files": {"dir": "/etc/zeroui/env", "mode": "0600"},
 }
 
+# A site whose three planes are managed services (one server each), as a cloud inventory
+# would write it: no cluster section, one endpoint per plane.
+CLOUD = {
+    "site": "cloud",
+    "endpoints": {
+        "tenant": {"host": "tenant-db.example.com", "ca_file": "/etc/zeroui/ca/tenant-provider.pem",
+                   "admin_user": "zeroui_master"},
+        "product": {"host": "product-db.example.com", "port": 6432, "ca_file": "/etc/zeroui/ca/product-provider.pem",
+                    "admin_user": "zeroui_master", "channel_binding": "prefer"},
+        "shared": {"host": "fd00::5", "ca_file": "/etc/zeroui/ca/shared-provider.pem",
+                   "admin_user": "zeroui_master"},
+    },
+    "clients": copy.deepcopy(BASE["clients"]),
+    "env_files": {"dir": "/etc/zeroui/env", "mode": "0600"},
+}
+
 
 @pytest.fixture
 def data():
@@ -26,3 +42,14 @@ def data():
 def site(data):
     from zeroui_db.config import parse_site
     return parse_site(data)
+
+
+@pytest.fixture
+def cloud_data():
+    return copy.deepcopy(CLOUD)
+
+
+@pytest.fixture
+def cloud_site(cloud_data):
+    from zeroui_db.config import parse_site
+    return parse_site(cloud_data)

@@ -1,5 +1,7 @@
 """Inventory validation: each bad value stops the run with one line naming key and fix."""
 
+import re
+
 import pytest
 
 from zeroui_db import contract
@@ -119,7 +121,7 @@ def test_missing_site_name(data):
 @pytest.mark.parametrize("key,value,message", [
     ("port", "5432", "inventory pilot: cluster.port: expected a whole number, got '5432'; write a whole number"),
     ("port", 80, "inventory pilot: cluster.port: 80 is out of range; use a port from 1024 to 65535"),
-    ("version", 9, "inventory pilot: cluster.version: 9 is not a supported PostgreSQL major; use 13 or newer, or 'distro'"),
+    ("version", 9, "inventory pilot: cluster.version: 9 is not a supported PostgreSQL major; use 15 or newer, or 'distro'"),
     ("name", "Main!", "inventory pilot: cluster.name: 'Main!' is not a valid cluster name; "
                       "use lowercase letters, digits, '-' and '_'"),
     ("listen_addresses", ["*"], "inventory pilot: cluster.listen_addresses[0]: '*' is not an IP address; "
@@ -127,7 +129,7 @@ def test_missing_site_name(data):
     ("listen_addresses", ["10.20.0.1"], "inventory pilot: cluster.listen_addresses: lacks 127.0.0.1; "
                                         "add 127.0.0.1: the deploy's admin connection arrives over loopback"),
     ("colour", "blue", "inventory pilot: cluster.colour: unknown key; use one of: version, name, port, "
-                       "listen_addresses, connect_host, ssl_cert_file, ssl_key_file"),
+                       "listen_addresses, connect_host, ssl_cert_file, ssl_key_file, ssl_ca_file"),
 ])
 def test_cluster_values(data, key, value, message):
     data["cluster"][key] = value
@@ -152,3 +154,230 @@ def test_admin_hosts_keep_loopback(data):
         "inventory pilot: clients.admin_hosts.networks: lacks 127.0.0.1; "
         "add 127.0.0.1/32: the deploy's admin connection arrives over loopback"
     )
+
+
+# --- Plane endpoints: the pilot's cluster, or managed services ------------------------------
+
+# Every refusal is one line: "inventory <site>: <key>: <problem>; <fix>".
+ONE_LINE = re.compile(r"inventory [a-z0-9_-]+: [A-Za-z0-9_.\[\]]+: .+; .+")  # "." stops at a newline
+
+HOST_FIX = "write a DNS name such as db.example.com, or an IP address such as 10.0.0.5 or fd00::5"
+
+
+def refused(data) -> str:
+    message = error(data)
+    assert ONE_LINE.fullmatch(message), message
+    return message
+
+
+def test_pilot_has_one_server_with_three_workstation_endpoints(site):
+    (server,) = site.servers
+    assert server.workstation and server.admin_user == "zeroui_admin" and server.admin_host == "127.0.0.1"
+    assert server.planes == (contract.TENANT, contract.PRODUCT, contract.SHARED)
+    assert [(e.plane.key, e.host, e.port, e.database, e.admin_user, e.ca_file, e.channel_binding, e.workstation)
+            for e in server.endpoints] == [
+        ("tenant", "127.0.0.1", 5432, "zeroui_tenant_pg", "zeroui_admin", None, "require", True),
+        ("product", "127.0.0.1", 5432, "zeroui_product_pg", "zeroui_admin", None, "require", True),
+        ("shared", "127.0.0.1", 5432, "zeroui_shared_pg", "zeroui_admin", None, "require", True),
+    ]
+    assert site.endpoint(contract.PRODUCT) is server.endpoints[1]
+    assert "pg_hba" in server.first.manages
+
+
+def test_pilot_endpoints_follow_connect_host_and_own_certificate(data):
+    data["cluster"].update(port=5433, connect_host="10.20.0.1", ssl_cert_file="/etc/zeroui/tls/db.crt",
+                           ssl_key_file="/etc/zeroui/tls/db.key", ssl_ca_file="/etc/zeroui/tls/ca.crt")
+    site = parse_site(data)
+    assert {(e.host, e.port, e.ca_file) for e in site.endpoints.values()} == {
+        ("10.20.0.1", 5433, "/etc/zeroui/tls/ca.crt")}
+
+
+def test_cloud_site_has_three_managed_endpoints_and_servers(cloud_site):
+    assert cloud_site.cluster is None
+    assert [(e.plane.key, e.host, e.port, e.database, e.admin_user, e.ca_file, e.channel_binding, e.workstation)
+            for e in cloud_site.endpoints.values()] == [
+        ("tenant", "tenant-db.example.com", 5432, "zeroui_tenant_pg", "zeroui_master",
+         "/etc/zeroui/ca/tenant-provider.pem", "require", False),
+        ("product", "product-db.example.com", 6432, "zeroui_product_pg", "zeroui_master",
+         "/etc/zeroui/ca/product-provider.pem", "prefer", False),
+        ("shared", "fd00::5", 5432, "zeroui_shared_pg", "zeroui_master",
+         "/etc/zeroui/ca/shared-provider.pem", "require", False),
+    ]
+    assert [(s.planes, s.workstation, s.admin_host, s.port) for s in cloud_site.servers] == [
+        ((contract.TENANT,), False, "tenant-db.example.com", 5432),
+        ((contract.PRODUCT,), False, "product-db.example.com", 6432),
+        ((contract.SHARED,), False, "fd00::5", 5432),
+    ]
+    assert cloud_site.endpoint(contract.TENANT).manages == ("database",)
+
+
+def test_one_managed_plane_beside_the_cluster(data, cloud_data):
+    data["endpoints"] = {"tenant": cloud_data["endpoints"]["tenant"]}
+    site = parse_site(data)
+    assert [(s.planes, s.workstation, s.admin_user) for s in site.servers] == [
+        ((contract.TENANT,), False, "zeroui_master"),
+        ((contract.PRODUCT, contract.SHARED), True, "zeroui_admin"),
+    ]
+
+
+def test_endpoints_on_one_server_share_it(cloud_data):
+    cloud_data["endpoints"]["product"].update(host="tenant-db.example.com", port=5432,
+                                              ca_file="/etc/zeroui/ca/tenant-provider.pem")
+    site = parse_site(cloud_data)
+    assert [s.planes for s in site.servers] == [(contract.TENANT, contract.PRODUCT), (contract.SHARED,)]
+
+
+@pytest.mark.parametrize("host", ["fd00::7", "FD00:0:0::7", "10.40.0.7", "db", "tenant-db.eu-west-1.rds.example.com",
+                                  "db.example.com."])
+def test_endpoint_host_accepted(cloud_data, host):
+    cloud_data["endpoints"]["tenant"]["host"] = host
+    expected = "fd00::7" if host.lower().startswith("fd00") else host  # IPv6 in its canonical form
+    assert parse_site(cloud_data).endpoint(contract.TENANT).host == expected
+
+
+@pytest.mark.parametrize("host", ["tenant-db\n.example.com", "tenant-db.example.com\nX=1", "tenant'db.example.com",
+                                  'tenant"db', "tenant db.example.com", "app@tenant-db.example.com",
+                                  "tenant-db.example.com/x", "[fd00::5]", "tenant-db.example.com:5432", "",
+                                  "-tenant.example.com", "db.example.com;reboot"])
+def test_endpoint_host_refused(cloud_data, host):
+    cloud_data["endpoints"]["tenant"]["host"] = host
+    assert refused(cloud_data) == (
+        f"inventory cloud: endpoints.tenant.host: {host!r} is not a host name or IP address; {HOST_FIX}")
+
+
+@pytest.mark.parametrize("where", ["endpoint", "connect_host"])
+def test_host_with_a_trailing_newline_refused(data, cloud_data, where):
+    if where == "endpoint":
+        cloud_data["endpoints"]["tenant"]["host"] = "tenant-db.example.com\n"
+        assert refused(cloud_data).startswith("inventory cloud: endpoints.tenant.host: ")
+    else:
+        data["cluster"]["connect_host"] = "db.pilot.internal\n"
+        assert refused(data).startswith("inventory pilot: cluster.connect_host: ")
+
+
+@pytest.mark.parametrize("port,message", [
+    (0, "0 is out of range; use a port from 1 to 65535"),
+    (65536, "65536 is out of range; use a port from 1 to 65535"),
+    ("5432", "expected a whole number, got '5432'; write a whole number"),
+    (True, "expected a whole number, got True; write a whole number"),
+])
+def test_endpoint_port_refused(cloud_data, port, message):
+    cloud_data["endpoints"]["product"]["port"] = port
+    assert refused(cloud_data) == f"inventory cloud: endpoints.product.port: {message}"
+
+
+def test_endpoint_without_ca_file_refused(cloud_data):
+    del cloud_data["endpoints"]["shared"]["ca_file"]
+    assert refused(cloud_data) == (
+        "inventory cloud: endpoints.shared.ca_file: missing; name the provider's CA certificate file "
+        "(e.g. RDS's global bundle): clients verify the server with it")
+
+
+def test_endpoint_without_admin_user_refused(cloud_data):
+    del cloud_data["endpoints"]["tenant"]["admin_user"]
+    assert refused(cloud_data) == (
+        "inventory cloud: endpoints.tenant.admin_user: missing; the provider's admin (master) user, e.g. zeroui_master")
+
+
+@pytest.mark.parametrize("key,value", [("admin_user", "zeroui master"), ("admin_user", 'x"y'),
+                                       ("database", "tenant;db"), ("database", "1tenant")])
+def test_endpoint_names_refused(cloud_data, key, value):
+    cloud_data["endpoints"]["tenant"][key] = value
+    assert refused(cloud_data) == (
+        f"inventory cloud: endpoints.tenant.{key}: {value!r} is not a plain PostgreSQL name; "
+        "use letters, digits and '_'")
+
+
+def test_endpoint_channel_binding_refused(cloud_data):
+    cloud_data["endpoints"]["tenant"]["channel_binding"] = "disable"
+    assert refused(cloud_data) == (
+        "inventory cloud: endpoints.tenant.channel_binding: 'disable' is not allowed; use require or prefer "
+        "(prefer only where the service offers no SCRAM-SHA-256-PLUS)")
+
+
+def test_unknown_endpoint_key_refused(cloud_data):
+    cloud_data["endpoints"]["tenant"]["password"] = "hunter2"
+    assert refused(cloud_data) == (
+        "inventory cloud: endpoints.tenant.password: unknown key; "
+        "use one of: host, port, database, ca_file, admin_user, channel_binding")
+
+
+@pytest.mark.parametrize("plane", ["billing", "ide"])
+def test_endpoint_for_an_unknown_plane_refused(cloud_data, plane):
+    cloud_data["endpoints"][plane] = dict(cloud_data["endpoints"]["tenant"])
+    assert refused(cloud_data) == (
+        f"inventory cloud: endpoints.{plane}: unknown key; use one of: tenant, product, shared")
+
+
+def test_cluster_with_every_plane_managed_refused(cloud_data):
+    cloud_data["cluster"] = {"listen_addresses": ["127.0.0.1"]}
+    assert refused(cloud_data) == (
+        "inventory cloud: cluster: no plane lives on it (every plane has an endpoint); "
+        "remove the cluster section, or an endpoint so that plane stays on the cluster")
+
+
+def test_endpoints_sharing_an_address_with_different_admins_refused(cloud_data):
+    cloud_data["endpoints"]["product"].update(host="tenant-db.example.com", port=5432,
+                                              ca_file="/etc/zeroui/ca/tenant-provider.pem", admin_user="other_master")
+    assert refused(cloud_data) == (
+        "inventory cloud: endpoints.product: shares tenant-db.example.com:5432 with tenant but not its admin_user "
+        "and ca_file; one server has one admin and one CA: make them equal")
+
+
+def test_two_planes_in_one_database_refused(cloud_data):
+    cloud_data["endpoints"]["product"].update(host="tenant-db.example.com", port=5432, database="zeroui_tenant_pg",
+                                              ca_file="/etc/zeroui/ca/tenant-provider.pem")
+    assert refused(cloud_data).startswith("inventory cloud: endpoints.product")
+
+
+@pytest.mark.parametrize("value", ["/etc/zeroui/ca/it's.pem", '/etc/zeroui/"ca".pem', "/etc/zeroui/ca bundle.pem",
+                                   "/etc/zeroui/ca.pem\n", "/etc/zeroui/$(id).pem", "ca.pem"])
+def test_endpoint_ca_file_must_be_a_plain_absolute_path(cloud_data, value):
+    cloud_data["endpoints"]["tenant"]["ca_file"] = value
+    assert refused(cloud_data) == (
+        f"inventory cloud: endpoints.tenant.ca_file: {value!r} is not a plain absolute path; "
+        "write an absolute path without quotes, spaces or shell characters")
+
+
+def test_connect_host_ip_must_be_listened_on(data):
+    data["cluster"]["connect_host"] = "10.20.0.9"
+    assert refused(data) == (
+        "inventory pilot: cluster.connect_host: 10.20.0.9 is not one of listen_addresses; "
+        "use an address the server listens on, or add it to listen_addresses")
+
+
+@pytest.mark.parametrize("value", ["10.20.0.1\nX=1", "db.pilot\n.internal", "10.20.0.1 ", "db'pilot"])
+def test_connect_host_refused(data, value):
+    data["cluster"]["connect_host"] = value
+    assert refused(data) == (
+        f"inventory pilot: cluster.connect_host: {value!r} is not a host name or IP address; {HOST_FIX}")
+
+
+@pytest.mark.parametrize("value,expected", [("10.20.0.1", "10.20.0.1"), ("db.pilot.internal", "db.pilot.internal")])
+def test_connect_host_accepted(data, value, expected):
+    data["cluster"]["connect_host"] = value
+    assert parse_site(data).cluster.connect_host == expected
+
+
+def test_connect_host_ipv6_must_be_listened_on(data):
+    data["cluster"]["connect_host"] = "fd00::5"
+    assert refused(data).startswith("inventory pilot: cluster.connect_host: fd00::5 is not one of listen_addresses;")
+    data["cluster"]["listen_addresses"].append("fd00:0::5")
+    assert parse_site(data).endpoint(contract.SHARED).host == "fd00::5"
+
+
+def test_own_certificate_needs_its_ca(data):
+    data["cluster"].update(ssl_cert_file="/etc/zeroui/tls/db.crt", ssl_key_file="/etc/zeroui/tls/db.key")
+    assert refused(data) == (
+        "inventory pilot: cluster.ssl_ca_file: missing for a certificate of your own; name the CA certificate "
+        "that signed ssl_cert_file (a file on this machine): clients verify the server")
+
+
+@pytest.mark.parametrize("key", ["ssl_cert_file", "ssl_key_file", "ssl_ca_file"])
+def test_cluster_paths_refuse_quotes(data, key):
+    data["cluster"].update(ssl_cert_file="/etc/zeroui/tls/db.crt", ssl_key_file="/etc/zeroui/tls/db.key",
+                           ssl_ca_file="/etc/zeroui/tls/ca.crt")
+    data["cluster"][key] = "/etc/zeroui/tls/it's"
+    assert refused(data) == (
+        f"inventory pilot: cluster.{key}: \"/etc/zeroui/tls/it's\" is not a plain absolute path; "
+        "write an absolute path without quotes, spaces or shell characters")

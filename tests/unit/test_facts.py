@@ -1,6 +1,15 @@
 """Parsing what the host says, including when there is nothing (fresh host, --dry)."""
 
-from zeroui_db.facts import ClusterInfo, ClusterServerState, PostgresHost, PostgresHostInfo
+from datetime import datetime, timedelta, timezone
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from zeroui_db.facts import (
+    ClusterInfo, ClusterServerState, PostgresHost, PostgresHostInfo, ServerKey, ServerKeyInfo,
+)
 
 
 def test_postgres_host_parsed():
@@ -36,3 +45,46 @@ def test_server_state():
     assert state.file_mtimes == {"/etc/postgresql/15/main/pg_hba.conf": 1764312100.5}
     unreachable = fact.process(["server=", "mtime=1.0 /x"])
     assert not unreachable.reachable
+
+
+def key_and_certificate() -> tuple[bytes, bytes]:
+    """A server key's public half and a certificate for it, in PEM, as openssl and cat print them."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "db.pilot.internal")])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    return public, cert.public_bytes(serialization.Encoding.PEM)
+
+
+def lines(*pems: bytes) -> list[str]:
+    """Command output as pyinfra hands it to process(): lines without their newlines."""
+    return b"".join(pems).decode().splitlines()
+
+
+def test_server_key_and_certificate():
+    public, cert = key_and_certificate()
+    assert ServerKey().process(lines(public, cert)) == ServerKeyInfo(public, cert)
+    # What came back loads as the same key, on its own and inside the certificate.
+    loaded = serialization.load_pem_public_key(ServerKey().process(lines(public, cert)).public_key)
+    assert loaded == x509.load_pem_x509_certificate(cert).public_key()
+
+
+def test_server_key_without_certificate_yet():
+    public, _ = key_and_certificate()
+    assert ServerKey().process(lines(public)) == ServerKeyInfo(public, None)
+
+
+def test_server_key_nothing_yet():
+    """A fresh host (or --dry): openssl and cat print nothing."""
+    assert ServerKey().process([]) == ServerKeyInfo(None, None)
+    assert ServerKey().process([""]) == ServerKeyInfo(None, None)
+    assert ServerKey().default() == ServerKeyInfo(None, None)
+
+
+def test_server_key_ignores_a_truncated_block():
+    public, cert = key_and_certificate()
+    half = lines(cert)[:3]  # BEGIN CERTIFICATE without its END
+    assert ServerKey().process(lines(public) + half) == ServerKeyInfo(public, None)

@@ -1,134 +1,439 @@
-"""Planning roles, databases and privileges: all of it on an empty cluster, none on a converged one."""
+"""Planning roles, databases and privileges per server: all of it on an empty server, none
+on a converged one, only what a managed service's admin may do on a managed one.
 
+Expectations are spelled out here, never taken from grants.py: the privileges follow the
+contract's roles (an owner that owns the database and never logs in, an app role with DML
+and no DDL, a read-only role with SELECT, an admin that only connects and acts as an owner
+by SET ROLE), the names come from the contract module (the contract as data), and the
+servers come from parsing inventories, as a deploy gets them.
+"""
+
+import copy
 import re
 
+import pytest
+
 from zeroui_db import contract, grants, scram
-from zeroui_db.grants import Catalog, DatabaseState
+from zeroui_db.config import parse_site
+from zeroui_db.grants import Catalog, DatabaseState, Membership
+
+from conftest import BASE, CLOUD
+
+TENANT, PRODUCT, SHARED = contract.TENANT, contract.PRODUCT, contract.SHARED
+ADMIN = contract.ADMIN_ROLE  # the pilot's own admin role
+MASTER = "zeroui_master"  # the provider's admin user, as CLOUD names it
+SUPERUSER = "postgres"  # grantor of what the pilot's superuser granted
+PROVIDER = "rdsadmin"  # the provider's bootstrap superuser, grantor of its implicit grants
+PG15, PG16 = 150000, 160000
+
+
+def plane_role(login: bool) -> dict:
+    """What pg_roles shows for a plane role that has nothing but (for login roles) LOGIN."""
+    return {"super": False, "createdb": False, "createrole": False, "replication": False, "bypassrls": False,
+            "inherit": True, "canlogin": login, "validuntil": None}
+
+
+# Managed-service clauses a non-superuser may not issue at all, not even as NO...
+SUPERUSER_CLAUSE = re.compile(r"\b(NO)?(SUPERUSER|REPLICATION|BYPASSRLS)\b")
 
 
 class FakePasswords:
+    """Verifiers are opaque to the plan; these say whose they are and where they came from."""
+
     def __init__(self, applied=True):
         self.applied, self.recorded = applied, {}
 
     def applied_verifier(self, role):
-        return scram.verifier("pw", salt=b"0" * 16) if self.applied else None
+        return f"SCRAM-SHA-256$applied-{role}" if self.applied else None
 
     def fresh_verifier(self, role):
-        return scram.verifier("new-pw")
+        return f"SCRAM-SHA-256$fresh-{role}"
 
     def record_applied(self, role, verifier):
         self.recorded[role] = verifier
 
 
-def converged() -> Catalog:
-    roles, databases = {}, {}
-    for plane in contract.POSTGRES_PLANES:
-        for role in plane.roles:
-            roles[role] = grants.role_attributes(plane, role)
-        databases[plane.store] = DatabaseState(
-            owner=plane.owner_role,
-            acl={plane.owner_role: grants.DATABASE_OWNER_PRIVILEGES,
-                 **{r: grants.LOGIN_DATABASE_PRIVILEGES for r in plane.login_roles}},
-            schema_acl={"pg_database_owner": frozenset({"USAGE", "CREATE"}),
-                        **{r: grants.LOGIN_SCHEMA_PRIVILEGES for r in plane.login_roles}},
-            default_acl=grants.default_privileges(plane),
-        )
-    members = frozenset((p.owner_role, contract.ADMIN_ROLE) for p in contract.POSTGRES_PLANES)
-    return Catalog(roles=roles, memberships=members, databases=databases)
+def pilot_server():
+    """The pilot's one workstation server, holding all three planes."""
+    (server,) = parse_site(copy.deepcopy(BASE)).servers
+    assert server.workstation and server.admin_user == ADMIN
+    return server
+
+
+def cloud_server(plane):
+    """The managed server that holds ``plane`` in the cloud site (one plane per server)."""
+    servers = parse_site(copy.deepcopy(CLOUD)).servers
+    (server,) = [s for s in servers if s.planes == (plane,)]
+    assert not server.workstation and server.admin_user == MASTER
+    return server
+
+
+def converged_database(plane, admin) -> DatabaseState:
+    """A plane database as the catalog reads it once the contract holds."""
+    owner, app, ro = plane.owner_role, plane.app_role, plane.readonly_role
+    return DatabaseState(
+        owner=owner,
+        acl={owner: frozenset({"CREATE", "TEMPORARY", "CONNECT"}),
+             app: frozenset({"CONNECT"}), ro: frozenset({"CONNECT"}), admin: frozenset({"CONNECT"})},
+        schema_acl={"pg_database_owner": frozenset({"USAGE", "CREATE"}),
+                    app: frozenset({"USAGE"}), ro: frozenset({"USAGE"})},
+        default_acl={
+            # The owner's own entry shows up in every pg_default_acl row it has.
+            owner: {"r": frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}),
+                    "S": frozenset({"USAGE", "SELECT", "UPDATE"})},
+            app: {"r": frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"}), "S": frozenset({"USAGE", "SELECT"})},
+            ro: {"r": frozenset({"SELECT"}), "S": frozenset({"SELECT"})},
+        },
+    )
+
+
+def plane_roles(*planes) -> dict:
+    return {r: plane_role(r != p.owner_role) for p in planes for r in p.roles}
+
+
+def converged_workstation(version=PG15) -> Catalog:
+    """The pilot's cluster with every plane in place; the admin may SET ROLE to each owner."""
+    planes = (TENANT, PRODUCT, SHARED)
+    return Catalog(
+        server_version=version,
+        roles=plane_roles(*planes),
+        memberships=tuple(Membership(p.owner_role, ADMIN, SUPERUSER, admin=False, inherit=False, set=True)
+                          for p in planes),
+        databases={p.store: converged_database(p, ADMIN) for p in planes},
+    )
+
+
+def converged_managed(plane, version=PG16) -> Catalog:
+    """A managed server with one plane in place. Its admin is in the provider's own role, and
+    (16+) holds the ADMIN-only row CREATE ROLE gave it plus the SET row the deploy granted."""
+    memberships = [Membership("rds_superuser", MASTER, PROVIDER, admin=False, inherit=True, set=True)]
+    if version >= PG16:
+        memberships.append(Membership(plane.owner_role, MASTER, PROVIDER, admin=True, inherit=False, set=False))
+        memberships.append(Membership(plane.owner_role, MASTER, MASTER, admin=False, inherit=False, set=True))
+    else:
+        memberships.append(Membership(plane.owner_role, MASTER, MASTER, admin=False, inherit=True, set=True))
+    return Catalog(server_version=version, roles=plane_roles(plane), memberships=tuple(memberships),
+                   databases={plane.store: converged_database(plane, MASTER)})
 
 
 def sql(steps) -> list[str]:
     return [s.statement.as_string() for s in steps]
 
 
-def test_converged_cluster_needs_nothing():
-    assert grants.plan(converged(), FakePasswords()) == []
+def where(steps) -> list[tuple]:
+    """Each step as (scope, database it runs in, role it runs as, SQL)."""
+    return [(s.scope, s.database, s.as_role, s.statement.as_string() if s.statement else None) for s in steps]
 
 
-def test_empty_cluster_gets_everything():
+def new_roles(plane, admin_clauses="NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"):
+    owner, app, ro = plane.owner_role, plane.app_role, plane.readonly_role
+    return [
+        ("role", "postgres", None, f'CREATE ROLE "{owner}" {admin_clauses} NOLOGIN'),
+        ("role", "postgres", None, f"CREATE ROLE \"{app}\" {admin_clauses} LOGIN PASSWORD 'SCRAM-SHA-256$fresh-{app}'"),
+        ("role", "postgres", None, f"CREATE ROLE \"{ro}\" {admin_clauses} LOGIN PASSWORD 'SCRAM-SHA-256$fresh-{ro}'"),
+    ]
+
+
+def new_database(plane, admin):
+    """A plane database from nothing: created by the admin, every privilege set by its owner."""
+    db, owner, app, ro = plane.store, plane.owner_role, plane.app_role, plane.readonly_role
+    return [
+        ("database", "postgres", None,
+         f"CREATE DATABASE \"{db}\" OWNER \"{owner}\" ENCODING 'UTF8' TEMPLATE template0"),
+        ("database", "postgres", owner, f'REVOKE ALL ON DATABASE "{db}" FROM PUBLIC'),
+        ("database", "postgres", owner, f'GRANT CONNECT ON DATABASE "{db}" TO "{admin}"'),
+        ("database", "postgres", owner, f'GRANT CONNECT ON DATABASE "{db}" TO "{app}"'),
+        ("database", "postgres", owner, f'GRANT CONNECT ON DATABASE "{db}" TO "{ro}"'),
+        ("database", db, owner, 'REVOKE ALL ON SCHEMA "public" FROM PUBLIC'),
+        ("database", db, owner, f'GRANT USAGE ON SCHEMA "public" TO "{app}"'),
+        ("database", db, owner, f'GRANT USAGE ON SCHEMA "public" TO "{ro}"'),
+        ("database", db, owner,
+         f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" GRANT SELECT, USAGE ON SEQUENCES TO "{app}"'),
+        ("database", db, owner,
+         f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" GRANT DELETE, INSERT, SELECT, UPDATE ON TABLES TO "{app}"'),
+        ("database", db, owner, f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" GRANT SELECT ON SEQUENCES TO "{ro}"'),
+        ("database", db, owner, f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" GRANT SELECT ON TABLES TO "{ro}"'),
+    ]
+
+
+# --- The pilot's workstation server ---------------------------------------------------------
+
+def test_converged_workstation_needs_nothing():
+    assert grants.plan(pilot_server(), converged_workstation(), FakePasswords()) == []
+    assert grants.plan(pilot_server(), converged_workstation(PG16), FakePasswords()) == []
+
+
+def test_empty_workstation_gets_everything_roles_first():
     passwords = FakePasswords(applied=False)
-    steps = grants.plan(Catalog(), passwords)
-    text = sql(steps)
-    for plane in contract.POSTGRES_PLANES:
-        assert f'CREATE ROLE "{plane.owner_role}" NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT NOLOGIN' in text
-        assert any(t.startswith(f'CREATE ROLE "{plane.app_role}"') and " LOGIN PASSWORD 'SCRAM-SHA-256$" in t
-                   for t in text)
-        assert f'CREATE DATABASE "{plane.store}" OWNER "{plane.owner_role}" ENCODING \'UTF8\' TEMPLATE template0' in text
-        assert f'REVOKE ALL ON DATABASE "{plane.store}" FROM PUBLIC' in text
-        assert f'GRANT CONNECT ON DATABASE "{plane.store}" TO "{plane.app_role}"' in text
-        assert 'REVOKE ALL ON SCHEMA "public" FROM PUBLIC' in text
-        assert (f'ALTER DEFAULT PRIVILEGES FOR ROLE "{plane.owner_role}" GRANT DELETE, INSERT, SELECT, UPDATE '
-                f'ON TABLES TO "{plane.app_role}"') in text
-        assert (f'ALTER DEFAULT PRIVILEGES FOR ROLE "{plane.owner_role}" GRANT SELECT ON TABLES '
-                f'TO "{plane.readonly_role}"') in text
-    # Roles come first, then membership lets the admin create each database owned by its owner.
-    first_db = next(i for i, t in enumerate(text) if t.startswith("CREATE DATABASE"))
-    assert all(t.startswith("CREATE ROLE") for t in text[:9]) and first_db > 9
+    steps = grants.plan(pilot_server(), Catalog(server_version=PG15), passwords)
+    assert where(steps) == [
+        *new_roles(TENANT), *new_roles(PRODUCT), *new_roles(SHARED),
+        # The admin may act as each owner (SET ROLE); on 15 it is NOINHERIT, so no more than that.
+        ("role", "postgres", None, f'GRANT "{PRODUCT.owner_role}" TO "{ADMIN}"'),
+        ("role", "postgres", None, f'GRANT "{SHARED.owner_role}" TO "{ADMIN}"'),
+        ("role", "postgres", None, f'GRANT "{TENANT.owner_role}" TO "{ADMIN}"'),
+        *new_database(TENANT, ADMIN), *new_database(PRODUCT, ADMIN), *new_database(SHARED, ADMIN),
+    ]
+    assert not any(s.blocked for s in steps)
     # Verifiers are recorded only when their step runs.
     assert passwords.recorded == {}
     for step in steps:
         if step.after:
             step.after()
-    assert set(passwords.recorded) == {r for p in contract.POSTGRES_PLANES for r in p.login_roles}
+    assert passwords.recorded == {r: f"SCRAM-SHA-256$fresh-{r}"
+                                  for p in (TENANT, PRODUCT, SHARED) for r in (p.app_role, p.readonly_role)}
 
 
 def test_recreated_cluster_reuses_the_applied_verifier():
-    steps = grants.plan(Catalog(), FakePasswords(applied=True))
-    applied = FakePasswords().applied_verifier("x")
-    assert any(applied in t for t in sql(steps))
+    text = sql(grants.plan(pilot_server(), Catalog(), FakePasswords(applied=True)))
+    app = TENANT.app_role
+    assert (f"CREATE ROLE \"{app}\" NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT LOGIN "
+            f"PASSWORD 'SCRAM-SHA-256$applied-{app}'") in text
+    assert not any("$fresh-" in t for t in text)
 
 
 def test_rotated_password_is_altered_only_for_that_role():
     class OneRotated(FakePasswords):
         def applied_verifier(self, role):
-            return None if role == contract.TENANT.app_role else super().applied_verifier(role)
-    steps = grants.plan(converged(), OneRotated())
-    assert [s.summary for s in steps] == [f"set the password of role {contract.TENANT.app_role}"]
+            return None if role == TENANT.app_role else super().applied_verifier(role)
+    passwords = OneRotated()
+    steps = grants.plan(pilot_server(), converged_workstation(), passwords)
+    assert where(steps) == [("role", "postgres", None,
+                             f"ALTER ROLE \"{TENANT.app_role}\" PASSWORD 'SCRAM-SHA-256$fresh-{TENANT.app_role}'")]
+    steps[0].after()
+    assert passwords.recorded == {TENANT.app_role: f"SCRAM-SHA-256$fresh-{TENANT.app_role}"}
 
 
 def test_drift_is_repaired():
-    catalog = converged()
-    catalog.roles[contract.TENANT.app_role]["createdb"] = True
-    product = catalog.databases[contract.PRODUCT.store]
-    product.acl = {**product.acl, grants.PUBLIC: frozenset({"CONNECT"}), "mallory": frozenset({"CONNECT"})}
-    shared = catalog.databases[contract.SHARED.store]
-    shared.acl = {**shared.acl, contract.SHARED.app_role: frozenset({"CONNECT", "TEMPORARY"})}
-    text = sql(grants.plan(catalog, FakePasswords()))
-    assert text == [
-        f'ALTER ROLE "{contract.TENANT.app_role}" NOCREATEDB',
-        f'REVOKE ALL ON DATABASE "{contract.PRODUCT.store}" FROM PUBLIC',
-        f'REVOKE ALL ON DATABASE "{contract.PRODUCT.store}" FROM "mallory"',
-        f'REVOKE ALL ON DATABASE "{contract.SHARED.store}" FROM "{contract.SHARED.app_role}"',
-        f'GRANT CONNECT ON DATABASE "{contract.SHARED.store}" TO "{contract.SHARED.app_role}"',
+    catalog = converged_workstation()
+    catalog.roles[TENANT.app_role]["createdb"] = True
+    product = catalog.databases[PRODUCT.store]
+    product.acl = {**product.acl, "PUBLIC": frozenset({"CONNECT"}), "mallory": frozenset({"CONNECT"})}
+    shared = catalog.databases[SHARED.store]
+    shared.acl = {**shared.acl, SHARED.app_role: frozenset({"CONNECT", "TEMPORARY"})}
+    assert where(grants.plan(pilot_server(), catalog, FakePasswords())) == [
+        ("role", "postgres", None, f'ALTER ROLE "{TENANT.app_role}" NOCREATEDB'),
+        ("database", "postgres", PRODUCT.owner_role, f'REVOKE ALL ON DATABASE "{PRODUCT.store}" FROM PUBLIC'),
+        ("database", "postgres", PRODUCT.owner_role, f'REVOKE ALL ON DATABASE "{PRODUCT.store}" FROM "mallory"'),
+        # More than CONNECT: take it all away, then give back exactly CONNECT.
+        ("database", "postgres", SHARED.owner_role,
+         f'REVOKE ALL ON DATABASE "{SHARED.store}" FROM "{SHARED.app_role}"'),
+        ("database", "postgres", SHARED.owner_role,
+         f'GRANT CONNECT ON DATABASE "{SHARED.store}" TO "{SHARED.app_role}"'),
     ]
 
 
 def test_more_drift_is_repaired():
-    """Bypassing RLS, an expiry, a cross-plane membership, extra default privileges."""
-    catalog = converged()
-    catalog.roles[contract.SHARED.readonly_role]["bypassrls"] = True
-    catalog.roles[contract.TENANT.app_role]["validuntil"] = "2026-12-01 00:00:00+00"
-    catalog.memberships |= {(contract.PRODUCT.owner_role, contract.TENANT.app_role)}
-    tenant = catalog.databases[contract.TENANT.store]
+    """Bypassing RLS (the pilot's superuser may repair it), an expiry, extra default privileges."""
+    catalog = converged_workstation()
+    catalog.roles[SHARED.readonly_role]["bypassrls"] = True
+    catalog.roles[TENANT.app_role]["validuntil"] = "2026-12-01 00:00:00+00"
+    tenant = catalog.databases[TENANT.store]
+    db, owner, ro = TENANT.store, TENANT.owner_role, TENANT.readonly_role
     tenant.default_acl = {**tenant.default_acl,
-                          contract.TENANT.readonly_role: {"r": frozenset({"SELECT", "INSERT"}), "S": frozenset({"SELECT"})},
+                          ro: {"r": frozenset({"SELECT", "INSERT"}), "S": frozenset({"SELECT"})},
                           "mallory": {"r": frozenset({"SELECT"})}}
-    owner, ro = contract.TENANT.owner_role, contract.TENANT.readonly_role
-    assert sql(grants.plan(catalog, FakePasswords())) == [
-        f'ALTER ROLE "{contract.TENANT.app_role}" VALID UNTIL \'infinity\'',
-        f'ALTER ROLE "{contract.SHARED.readonly_role}" NOBYPASSRLS',
-        f'REVOKE "{contract.PRODUCT.owner_role}" FROM "{contract.TENANT.app_role}"',
-        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" REVOKE ALL ON TABLES FROM "mallory"',
-        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" REVOKE ALL ON TABLES FROM "{ro}"',
-        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" GRANT SELECT ON TABLES TO "{ro}"',
+    assert where(grants.plan(pilot_server(), catalog, FakePasswords())) == [
+        ("role", "postgres", None, f"ALTER ROLE \"{TENANT.app_role}\" VALID UNTIL 'infinity'"),
+        ("role", "postgres", None, f'ALTER ROLE "{SHARED.readonly_role}" NOBYPASSRLS'),
+        ("database", db, owner, f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" REVOKE ALL ON TABLES FROM "mallory"'),
+        ("database", db, owner, f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" REVOKE ALL ON TABLES FROM "{ro}"'),
+        ("database", db, owner, f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" GRANT SELECT ON TABLES TO "{ro}"'),
     ]
 
 
+def test_extra_default_privileges_are_revoked_for_their_own_object_type():
+    catalog = converged_workstation()
+    tenant = catalog.databases[TENANT.store]
+    tenant.default_acl = {**tenant.default_acl,
+                          "mallory": {"f": frozenset({"EXECUTE"})},
+                          "PUBLIC": {"T": frozenset({"USAGE"})}}
+    db, owner = TENANT.store, TENANT.owner_role
+    assert where(grants.plan(pilot_server(), catalog, FakePasswords())) == [
+        ("database", db, owner, f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" REVOKE ALL ON TYPES FROM PUBLIC'),
+        ("database", db, owner, f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" REVOKE ALL ON FUNCTIONS FROM "mallory"'),
+    ]
+
+
+@pytest.mark.parametrize("version,granted_by", [(PG15, ""), (PG16, f' GRANTED BY "{SUPERUSER}"')])
+def test_app_role_in_another_planes_owner_is_revoked(version, granted_by):
+    """A tenant service acting as the product owner would break hard rule 2."""
+    catalog = converged_workstation(version)
+    catalog.memberships += (Membership(PRODUCT.owner_role, TENANT.app_role, SUPERUSER),)
+    assert where(grants.plan(pilot_server(), catalog, FakePasswords())) == [
+        ("role", "postgres", None, f'REVOKE "{PRODUCT.owner_role}" FROM "{TENANT.app_role}"{granted_by}'),
+    ]
+
+
+@pytest.mark.parametrize("version,granted_by", [(PG15, ""), (PG16, f' GRANTED BY "{SUPERUSER}"')])
+def test_workstation_admin_keeps_only_its_owner_memberships(version, granted_by):
+    """pg_execute_server_program would give the admin a shell as the server's OS user."""
+    catalog = converged_workstation(version)
+    catalog.memberships += (Membership("pg_execute_server_program", ADMIN, SUPERUSER),)
+    assert where(grants.plan(pilot_server(), catalog, FakePasswords())) == [
+        ("role", "postgres", None, f'REVOKE "pg_execute_server_program" FROM "{ADMIN}"{granted_by}'),
+    ]
+
+
+def test_workstation_admin_inheriting_an_owner_on_16_is_drift():
+    catalog = converged_workstation(PG16)
+    catalog.memberships = tuple(
+        Membership(m.role, m.member, m.grantor, m.admin, inherit=True, set=True) if m.role == TENANT.owner_role else m
+        for m in catalog.memberships)
+    text = sql(grants.plan(pilot_server(), catalog, FakePasswords()))
+    assert any(TENANT.owner_role in t and ADMIN in t and ("REVOKE" in t or "INHERIT FALSE" in t) for t in text)
+
+
+def test_admin_role_logs_in_and_creates_databases_nothing_more():
+    """The pilot's admin: LOGIN CREATEDB, no CREATEROLE (before 16 it could grant itself
+    pg_execute_server_program), NOINHERIT (it acts as an owner only by SET ROLE)."""
+    steps = grants.role_steps(ADMIN, grants.ADMIN_ATTRS, None, lambda: "SCRAM-SHA-256$fresh-admin", lambda v: None)
+    assert sql(steps) == [f"CREATE ROLE \"{ADMIN}\" NOSUPERUSER CREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+                          "NOINHERIT LOGIN PASSWORD 'SCRAM-SHA-256$fresh-admin'"]
+    # An admin made by an older bundle (CREATEROLE, INHERIT) is brought down to that.
+    older = {"super": False, "createdb": True, "createrole": True, "replication": False, "bypassrls": False,
+             "inherit": True, "canlogin": True, "validuntil": None}
+    assert sql(grants.role_steps(ADMIN, grants.ADMIN_ATTRS, older, None, None)) == [
+        f'ALTER ROLE "{ADMIN}" NOCREATEROLE NOINHERIT']
+
+
+# --- Managed servers (one plane each, the provider's admin, no superuser) -------------------
+
+def test_cloud_site_has_one_managed_server_per_plane():
+    servers = parse_site(copy.deepcopy(CLOUD)).servers
+    assert [(s.planes, s.workstation, s.admin_user) for s in servers] == [
+        ((TENANT,), False, MASTER), ((PRODUCT,), False, MASTER), ((SHARED,), False, MASTER)]
+
+
+@pytest.mark.parametrize("plane", [TENANT, PRODUCT, SHARED], ids=lambda p: p.key)
+def test_converged_managed_server_needs_nothing(plane):
+    """Neither the admin's membership in the provider's role nor its ADMIN-only row is touched."""
+    assert grants.plan(cloud_server(plane), converged_managed(plane), FakePasswords()) == []
+    assert grants.plan(cloud_server(plane), converged_managed(plane, PG15), FakePasswords()) == []
+
+
+@pytest.mark.parametrize("version,set_option", [(PG15, ""), (PG16, " WITH INHERIT FALSE, SET TRUE")])
+def test_empty_managed_server_gets_its_plane_only(version, set_option):
+    steps = grants.plan(cloud_server(PRODUCT), Catalog(server_version=version), FakePasswords(applied=False))
+    assert where(steps) == [
+        *new_roles(PRODUCT, admin_clauses="NOCREATEDB NOCREATEROLE INHERIT"),
+        ("role", "postgres", None, f'GRANT "{PRODUCT.owner_role}" TO "{MASTER}"{set_option}'),
+        *new_database(PRODUCT, MASTER),
+    ]
+    text = " ".join(sql(steps))
+    assert not SUPERUSER_CLAUSE.search(text)
+    for other in (TENANT, SHARED):
+        assert f"zeroui_{other.key}_" not in text
+
+
+def test_managed_endpoint_database_name_is_the_inventorys():
+    data = copy.deepcopy(CLOUD)
+    data["endpoints"]["tenant"]["database"] = "tenant_main"
+    (server,) = [s for s in parse_site(data).servers if s.planes == (TENANT,)]
+    steps = grants.plan(server, Catalog(server_version=PG16), FakePasswords())
+    assert sql(steps)[4] == (
+        f"CREATE DATABASE \"tenant_main\" OWNER \"{TENANT.owner_role}\" ENCODING 'UTF8' TEMPLATE template0")
+    assert {s.database for s in steps} == {"postgres", "tenant_main"}
+    assert not any(TENANT.store in t for t in sql(steps))
+
+
+def test_managed_admin_with_only_its_admin_row_gets_set_on_16():
+    """CREATE ROLE by a CREATEROLE user on 16+ leaves an ADMIN-only row: no SET, no INHERIT."""
+    catalog = converged_managed(TENANT)
+    catalog.memberships = tuple(m for m in catalog.memberships if not (m.role == TENANT.owner_role and m.set))
+    assert Membership(TENANT.owner_role, MASTER, PROVIDER, admin=True, inherit=False, set=False) in catalog.memberships
+    assert where(grants.plan(cloud_server(TENANT), catalog, FakePasswords())) == [
+        ("role", "postgres", None, f'GRANT "{TENANT.owner_role}" TO "{MASTER}" WITH INHERIT FALSE, SET TRUE'),
+    ]
+
+
+def test_managed_admin_memberships_are_never_revoked():
+    catalog = converged_managed(SHARED)
+    catalog.memberships += (Membership("pg_execute_server_program", MASTER, PROVIDER),
+                            Membership("rds_replication", MASTER, PROVIDER))
+    assert grants.plan(cloud_server(SHARED), catalog, FakePasswords()) == []
+
+
+def test_managed_plane_role_memberships_are_still_revoked():
+    catalog = converged_managed(SHARED)
+    catalog.memberships += (Membership("rds_superuser", SHARED.app_role, MASTER),)
+    assert sql(grants.plan(cloud_server(SHARED), catalog, FakePasswords())) == [
+        f'REVOKE "rds_superuser" FROM "{SHARED.app_role}" GRANTED BY "{MASTER}"']
+
+
+@pytest.mark.parametrize("attribute,clause", [("bypassrls", "NOBYPASSRLS"), ("super", "NOSUPERUSER"),
+                                              ("replication", "NOREPLICATION")])
+def test_managed_superuser_only_drift_is_blocked_not_issued(attribute, clause):
+    catalog = converged_managed(TENANT)
+    catalog.roles[TENANT.readonly_role][attribute] = True
+    catalog.roles[TENANT.readonly_role]["createdb"] = True  # this much the provider's admin may repair
+    steps = grants.plan(cloud_server(TENANT), catalog, FakePasswords())
+    assert [(s.scope, s.statement.as_string() if s.statement else None, s.summary) for s in steps] == [
+        ("role", f'ALTER ROLE "{TENANT.readonly_role}" NOCREATEDB', f"set NOCREATEDB on role {TENANT.readonly_role}"),
+        ("role", None, f"set {clause} on role {TENANT.readonly_role}"),
+    ]
+    assert steps[0].blocked is None and steps[1].blocked  # says why a superuser is needed
+    assert not SUPERUSER_CLAUSE.search(" ".join(sql(steps[:1])))
+
+
+def test_workstation_repairs_what_a_managed_server_blocks():
+    catalog = converged_workstation()
+    catalog.roles[TENANT.readonly_role]["bypassrls"] = True
+    steps = grants.plan(pilot_server(), catalog, FakePasswords())
+    assert sql(steps) == [f'ALTER ROLE "{TENANT.readonly_role}" NOBYPASSRLS'] and not steps[0].blocked
+
+
+def test_adopted_database_owned_by_the_master_is_given_to_the_owner():
+    """The provider's console made the database: it belongs to the master, PUBLIC may connect."""
+    catalog = converged_managed(TENANT)
+    catalog.databases[TENANT.store] = DatabaseState(
+        owner=MASTER, acl={MASTER: frozenset({"CREATE", "TEMPORARY", "CONNECT"}),
+                           "PUBLIC": frozenset({"CONNECT", "TEMPORARY"})})
+    db, owner = TENANT.store, TENANT.owner_role
+    steps = where(grants.plan(cloud_server(TENANT), catalog, FakePasswords()))
+    assert steps[:5] == [
+        ("database", "postgres", None, f'ALTER DATABASE "{db}" OWNER TO "{owner}"'),
+        ("database", "postgres", owner, f'REVOKE ALL ON DATABASE "{db}" FROM PUBLIC'),
+        ("database", "postgres", owner, f'GRANT CONNECT ON DATABASE "{db}" TO "{MASTER}"'),
+        ("database", "postgres", owner, f'GRANT CONNECT ON DATABASE "{db}" TO "{TENANT.app_role}"'),
+        ("database", "postgres", owner, f'GRANT CONNECT ON DATABASE "{db}" TO "{TENANT.readonly_role}"'),
+    ]
+    assert all(s[0] == "database" and (s[2] == owner or s[3].startswith("ALTER DATABASE")) for s in steps)
+    assert not any(s[3].startswith("CREATE DATABASE") for s in steps)
+
+
+# --- Always -----------------------------------------------------------------------------------
+
+def drifted_plans():
+    """Plans for empty and badly drifted servers of both kinds."""
+    workstation = converged_workstation(PG16)
+    workstation.roles["mallory"] = plane_role(True)
+    workstation.memberships += (Membership(TENANT.owner_role, PRODUCT.app_role, SUPERUSER),
+                                Membership("pg_read_server_files", ADMIN, SUPERUSER))
+    for state in workstation.databases.values():
+        state.acl = {**state.acl, "mallory": frozenset({"CREATE", "CONNECT"})}
+        state.schema_acl = {**state.schema_acl, "mallory": frozenset({"CREATE"})}
+        state.default_acl = {**state.default_acl, "mallory": {"r": frozenset({"TRUNCATE"})}}
+    managed = converged_managed(TENANT)
+    managed.databases[TENANT.store].owner = MASTER
+    return [grants.plan(pilot_server(), Catalog(), FakePasswords(applied=False)),
+            grants.plan(pilot_server(), workstation, FakePasswords()),
+            grants.plan(cloud_server(TENANT), Catalog(server_version=PG16), FakePasswords(applied=False)),
+            grants.plan(cloud_server(TENANT), managed, FakePasswords())]
+
+
 def test_nothing_is_ever_dropped():
-    text = " ".join(sql(grants.plan(Catalog(), FakePasswords(applied=False))))
-    assert not re.search(r"\b(DROP|TRUNCATE|DELETE FROM)\b", text)
+    for steps in drifted_plans():
+        assert steps
+        text = " ".join(sql(s for s in steps if s.statement))
+        assert not re.search(r"\b(DROP|TRUNCATE\s|DELETE FROM|REASSIGN)\b", text)
 
 
 def test_step_repr_hides_verifiers():
-    steps = grants.plan(Catalog(), FakePasswords(applied=False))
-    assert "SCRAM" not in repr(steps)
+    class RealPasswords(FakePasswords):
+        def fresh_verifier(self, role):
+            return scram.verifier("correct horse battery staple")
+    steps = grants.plan(pilot_server(), Catalog(), RealPasswords(applied=False))
+    assert any("SCRAM-SHA-256$" in t for t in sql(steps))  # the statements carry them...
+    for shown in (repr(steps), str(steps), " ".join(s.summary for s in steps)):
+        assert "SCRAM" not in shown and "correct horse" not in shown  # ...what is shown never

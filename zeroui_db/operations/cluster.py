@@ -5,7 +5,7 @@ host already matches."""
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.api import OperationError, QuoteString, StringCommand, operation
+from pyinfra.api import OperationError, StringCommand, operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt
 
@@ -34,34 +34,25 @@ def packages(version: int):
 
 
 @operation()
-def present(cluster: ClusterLayout, common_name: str):
+def present(cluster: ClusterLayout):
     """
-    Create the cluster if absent (an existing one of that name is adopted), and give it
-    a self-signed TLS certificate when none is configured.
+    Create the cluster if absent; an existing one of that name is adopted.
 
     **Example:**
 
     .. code:: python
 
-        cluster.present(name="Create the cluster", cluster=layout, common_name="db.example")
+        cluster.present(name="Create the cluster", cluster=layout)
     """
-    have = host.get_fact(FilesState, paths=(cluster.postgresql_conf, cluster.ssl_cert_file, cluster.ssl_key_file))
+    have = host.get_fact(FilesState, paths=(cluster.postgresql_conf,))
     # postgresql-common knows a cluster by its postgresql.conf, as pg_lsclusters does.
-    if cluster.postgresql_conf not in have:
-        yield StringCommand(
-            "pg_createcluster", "--port", str(cluster.port), "--locale", "C.UTF-8", "--encoding", "UTF8",
-            str(cluster.version), cluster.name, "--", "--auth-local=peer", "--auth-host=scram-sha-256",
-        )
-    if cluster.generate_certificate and not (cluster.ssl_cert_file in have and cluster.ssl_key_file in have):
-        # umask 077: the key is never readable by others, not even while being written.
-        yield StringCommand(
-            "umask 077 &&", "openssl", "req", "-x509", "-newkey", "rsa:3072", "-nodes", "-days", "3650",
-            "-subj", QuoteString(f"/CN={common_name}"),
-            "-keyout", QuoteString(cluster.ssl_key_file), "-out", QuoteString(cluster.ssl_cert_file),
-            "2>/dev/null", "&&", "chown", "postgres:postgres",
-            QuoteString(cluster.ssl_key_file), QuoteString(cluster.ssl_cert_file),
-            "&&", "chmod", "0644", QuoteString(cluster.ssl_cert_file),
-        )
+    if cluster.postgresql_conf in have:
+        host.noop(f"cluster {cluster.version}/{cluster.name} exists")
+        return
+    yield StringCommand(
+        "pg_createcluster", "--port", str(cluster.port), "--locale", "C.UTF-8", "--encoding", "UTF8",
+        str(cluster.version), cluster.name, "--", "--auth-local=peer", "--auth-host=scram-sha-256",
+    )
 
 
 @operation()

@@ -1,61 +1,71 @@
-"""Env files holding a plane's database URL (a secret) on the hosts that run its services.
+"""Env files holding a plane's database URL (a secret) on the hosts that run its services,
+and the CA certificate that URL trusts.
 
 Written by hand rather than with ``files.put``/``files.template``: those print file
-contents under ``--diff`` and create a new file before restricting its mode. Here each
-file is created empty with its final mode first, contents are compared by hash, and
-nothing of them is ever logged.
+contents under ``--diff``, and with ``sudo`` they upload through a temporary file that
+other users can read. Here contents travel on the privileged command's stdin into a file
+created under umask 077 beside its final name, then renamed: no moment, no place, where
+another user could read them. Contents are compared by hash and never logged.
 """
 
 from __future__ import annotations
 
 import hashlib
-from io import BytesIO
 
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
-from pyinfra.api.command import FileUploadCommand
 
 from .. import envfiles
-from ..config import Site
-from ..contract import Plane
-from ..facts import FileState, FilesState
+from ..config import Endpoint, Site
+from ..facts import FilesState
 from ..secret_store import SecretStore
 
 DIR_MODE = "750"
+CA_MODE = "644"  # public; the directory still limits who reaches it
 
 
-def _owned(path: str, have: FileState | None, mode: str, owner: str, group: str, *create: str):
-    """Create ``path`` with ``create`` if absent, else correct its owner and mode."""
-    if have is None:
-        yield StringCommand(*create, QuoteString(path))
-    elif (have.mode, have.user, have.group) != (mode, owner, group):
-        yield StringCommand("chown", f"{owner}:{group}", QuoteString(path), "&&", "chmod", mode, QuoteString(path))
+def _put(path: str, content: bytes, owner: str, group: str, mode: str) -> StringCommand:
+    new = QuoteString(f"{path}.new")
+    return StringCommand(
+        "umask 077 &&", "cat", ">", new, "&&", "chown", QuoteString(f"{owner}:{group}"), new,
+        "&&", "chmod", mode, new, "&&", "mv", "-f", new, QuoteString(path), _stdin=content.decode(),
+    )
 
 
 @operation()
-def plane_urls(site: Site, planes: tuple[Plane, ...], store: SecretStore):
+def plane_urls(site: Site, endpoints: tuple[Endpoint, ...], store: SecretStore, ca_pems: dict[str, bytes]):
     """
-    Write ``<env dir>/<plane>.env`` for each plane, holding that plane's canonical
-    variable only.
+    Write ``<env dir>/<plane>.env`` for each endpoint's plane, holding that plane's canonical
+    variable only, and ``<env dir>/<plane>-ca.crt`` from ``ca_pems`` (plane key -> PEM).
 
     **Example:**
 
     .. code:: python
 
-        envfile.plane_urls(name="Env files", site=site, planes=(TENANT,), store=store)
+        envfile.plane_urls(name="Env files", site=site, endpoints=(site.endpoint(TENANT),), store=store,
+                           ca_pems={"tenant": pem})
     """
     cfg = site.env_files
     owner, group, mode = "root", cfg.group or "root", cfg.mode.lstrip("0")
-    paths = {plane: envfiles.path(site, plane) for plane in planes}
-    have = host.get_fact(FilesState, paths=(cfg.dir, *paths.values()))
+    wanted = {}
+    for e in endpoints:
+        wanted[envfiles.path(site, e.plane)] = (envfiles.render(site, e, store.password(e.plane.app_role)).encode(),
+                                                mode)
+        wanted[envfiles.ca_path(site, e.plane)] = (ca_pems[e.plane.key], CA_MODE)
+    have = host.get_fact(FilesState, paths=(cfg.dir, *wanted))
 
-    yield from _owned(cfg.dir, have.get(cfg.dir), DIR_MODE, owner, group,
-                      "install", "-d", "-m", DIR_MODE, "-o", owner, "-g", group)
-    for plane, path in paths.items():
-        content = envfiles.render(site, plane, store.password(plane.app_role)).encode()
+    current = have.get(cfg.dir)
+    if current is None:
+        yield StringCommand("install", "-d", "-m", DIR_MODE, "-o", owner, "-g", QuoteString(group), QuoteString(cfg.dir))
+    elif (current.mode, current.user, current.group) != (DIR_MODE, owner, group):
+        yield StringCommand("chown", QuoteString(f"{owner}:{group}"), QuoteString(cfg.dir), "&&",
+                            "chmod", DIR_MODE, QuoteString(cfg.dir))
+    changed = False
+    for path, (content, file_mode) in wanted.items():
         current = have.get(path)
-        yield from _owned(path, current, mode, owner, group,
-                          "install", "-m", cfg.mode, "-o", owner, "-g", group, "/dev/null")
-        if current is None or current.sha1 != hashlib.sha1(content).hexdigest():
-            # The upload rewrites the existing file in place, keeping its mode.
-            yield FileUploadCommand(BytesIO(content), path, remote_temp_filename=host.get_temp_filename(path))
+        if current is None or current.sha1 != hashlib.sha1(content).hexdigest() or (
+                current.mode, current.user, current.group) != (file_mode, owner, group):
+            changed = True
+            yield _put(path, content, owner, group, file_mode)
+    if not changed:
+        host.noop(f"env files and CA certificates in {cfg.dir} are current")

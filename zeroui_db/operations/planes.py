@@ -1,62 +1,86 @@
-"""The plane databases, their roles and privileges, converged through psycopg as the
-admin role: the same path a managed cloud database takes."""
+"""The plane databases, their roles and privileges on one server, converged from the
+contract: the same plan for the pilot's cluster and a managed service."""
 
 from __future__ import annotations
 
 import psycopg
 from pyinfra import host, logger
-from pyinfra.api import operation
+from pyinfra.api import OperationError, operation
 from pyinfra.api.command import FunctionCommand
 from pyinfra.api.state import StateStage
 
-from .. import catalog, grants
+from .. import catalog, converge, grants
 from ..admin_link import admin_connect
-from ..contract import ADMIN_ROLE
-from ..secret_store import SecretStore
+from ..config import Server
 from .report import fail, progress
+from .roles import superuser_psql
+
 
 @operation()
-def converged(port: int, store: SecretStore):
+def converged(server: Server, password: str, ca_file: str, store):
     """
-    Create each plane's owner, app and read-only roles and its database, and set the
-    privileges the contract asks for. Nothing is dropped; a converged cluster costs one
-    catalog query per database and yields nothing.
+    Create each plane's owner, app and read-only roles and its database on ``server`` (or
+    adopt an empty one), and set the privileges the contract asks for. Nothing is dropped;
+    a converged server costs one catalog query per database and yields nothing.
 
     **Example:**
 
     .. code:: python
 
-        planes.converged(name="Plane databases and roles", port=5432, store=store)
+        planes.converged(name="Plane databases and roles", server=server, password=pw,
+                         ca_file="/path/ca.crt", store=store)
     """
-    password = store.password(ADMIN_ROLE)
     try:
-        with admin_connect(host, port, password) as connect:
-            steps = grants.plan(catalog.read(connect), store)
+        with admin_connect(host, server, password, ca_file) as connect:
+            steps = grants.plan(server, catalog.read(connect, server), store)
     except psycopg.OperationalError as e:
         if host.state.current_stage == StateStage.Execute:
-            raise
-        # Preparing (or --dry) before the cluster or the admin role exists: all of it is to do.
-        logger.debug(f"planes.converged: cluster not reachable yet ({e.__class__.__name__})")
-        yield FunctionCommand(_converge, (port, store), {})
+            raise OperationError(f"cannot reach {server.key} as {server.admin_user}: {_first_line(e)}") from None
+        # Preparing (or --dry) before the cluster, its certificate or the admin role exists:
+        # plan again once they do.
+        logger.debug(f"planes.converged: {server.key} not reachable yet ({_first_line(e)})")
+        yield FunctionCommand(_execute, (server, password, ca_file, store, None), {})
         return
     if host.state.current_stage != StateStage.Execute:
         for step in steps:  # what --dry shows
-            progress(f"would {step.summary}")
-    if steps:
-        yield FunctionCommand(_apply, (port, store, steps), {})
+            progress(f"would {step.summary}" + (f" (blocked: {step.blocked})" if step.blocked else ""))
+    if not steps:
+        host.noop(f"{server.key}: roles, databases and privileges match the contract")
+        return
+    yield FunctionCommand(_execute, (server, password, ca_file, store, steps), {})
 
 
-def _converge(state, host, port: int, store: SecretStore) -> bool:
-    return _apply(state, host, port, store, None)
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[-1] if str(e).strip() else e.__class__.__name__
 
 
-def _apply(state, host, port: int, store: SecretStore, steps: list[grants.Step] | None) -> bool:
-    """Run the planned steps (or plan now, when the cluster was not up to plan earlier)."""
+def _execute(state, host, server: Server, password: str, ca_file: str, store,
+             steps: list[grants.Step] | None) -> bool:
+    """Run the planned steps (or plan now, when the server was not up to plan earlier):
+    role steps first, by the local superuser on the pilot, then database steps as the admin."""
     try:
-        with admin_connect(host, port, store.password(ADMIN_ROLE)) as connect:
-            todo = steps if steps is not None else grants.plan(catalog.read(connect), store)
-            catalog.apply(connect, todo, lambda summary: progress(summary, host))
-    except catalog.StepFailed as e:
+        with admin_connect(host, server, password, ca_file) as connect:
+            todo = steps if steps is not None else grants.plan(server, catalog.read(connect, server), store)
+            reason = converge.blocked(todo)
+            if reason:
+                return fail(host, f"{server.key}: {reason}; repair it as the superuser, then deploy again")
+            roles = [s for s in todo if s.scope == grants.ROLE]
+            if roles and server.workstation:
+                for step in roles:
+                    progress(step.summary, host)
+                command = superuser_psql(server.port, converge.superuser_script(roles))
+                ok, output = host.run_shell_command(command, **command.connector_arguments)
+                if not ok:
+                    return fail(host, f"{server.key}: role steps failed: {output.stderr.strip()[-500:]}")
+                for step in roles:
+                    if step.after:
+                        step.after()
+                roles = []
+            converge.run(connect, [*roles, *(s for s in todo if s.scope == grants.DATABASE)],
+                         lambda summary: progress(summary, host))
+    except converge.StepFailed as e:
         # e.g. drift only the superuser may repair (BYPASSRLS): say so in one line.
-        return fail(host, f"{e}; repair it as the superuser, then deploy again")
+        return fail(host, f"{server.key}: {e}; repair it as the superuser, then deploy again")
+    except psycopg.OperationalError as e:
+        return fail(host, f"cannot reach {server.key} as {server.admin_user}: {_first_line(e)}")
     return True

@@ -1,4 +1,4 @@
-"""Bootstrap of the admin role: the one thing the superuser does, over the local socket.
+"""Bootstrap of the pilot's admin role: the local superuser's job, over the unix socket.
 
 pyinfra's ``postgres.role`` is not used: it puts passwords in argv and ALTERs a role
 with a password on every run. Here the statement carries a SCRAM verifier and travels
@@ -11,29 +11,40 @@ from pyinfra import host
 from pyinfra.api import StringCommand, operation
 from pyinfra.api.command import FunctionCommand
 
-from .. import admin_link, contract, grants
+from .. import admin_link, contract, converge, grants
+from ..config import Server
 from ..facts import RoleAttributes
 from ..layout import ClusterLayout
 from ..secret_store import SecretStore
 
 
+def superuser_psql(port: int, script: str) -> StringCommand:
+    """psql as the local superuser (peer authentication), the script on stdin: it may hold verifiers."""
+    return StringCommand(
+        "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", str(port), "-d", contract.MAINTENANCE_DB,
+        "-f", "-", _su_user="postgres", _stdin=script,
+    )
+
+
 @operation()
-def admin(cluster: ClusterLayout, store: SecretStore):
+def admin(cluster: ClusterLayout, server: Server, store: SecretStore, ca_file: str):
     """
-    Create the admin role (LOGIN CREATEDB CREATEROLE, never SUPERUSER), or bring its
-    attributes and password in line.
+    Create the admin role (LOGIN CREATEDB NOINHERIT; never SUPERUSER, never CREATEROLE), or
+    bring its attributes and password in line.
 
     **Example:**
 
     .. code:: python
 
-        roles.admin(name="Bootstrap the admin role", cluster=layout, store=store)
+        roles.admin(name="Bootstrap the admin role", cluster=layout, server=server, store=store,
+                    ca_file="/root/.config/zeroui-db/secrets/pilot-ca.crt")
     """
     password = store.password(contract.ADMIN_ROLE)
     # Logging in with the current password proves it is applied; its own attributes
     # in line too means there is nothing for the superuser to do.
-    own = admin_link.own_attributes(host, cluster.port, password)
+    own = admin_link.own_attributes(host, server, password, ca_file)
     if own is not None and not grants.role_steps(contract.ADMIN_ROLE, grants.ADMIN_ATTRS, own, None, None):
+        host.noop(f"{contract.ADMIN_ROLE} logs in with its password and has its attributes")
         return
     # Before the cluster runs (a fresh host, or --dry) the fact is None: create the role.
     have = host.get_fact(RoleAttributes, role=contract.ADMIN_ROLE, port=cluster.port, _su_user="postgres")
@@ -47,11 +58,7 @@ def admin(cluster: ClusterLayout, store: SecretStore):
     )
     if not steps:
         return
-    script = "".join(step.statement.as_string() + ";\n" for step in steps)
-    yield StringCommand(
-        "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", str(cluster.port), "-d", contract.MAINTENANCE_DB,
-        "-f", "-", _su_user="postgres", _stdin=script,
-    )
+    yield superuser_psql(cluster.port, converge.superuser_script(steps))
     for step in steps:
         if step.after:
             yield FunctionCommand(step.after, (), {})

@@ -8,16 +8,16 @@ from pyinfra.api import operation
 from pyinfra.api.command import FunctionCommand
 from pyinfra.api.state import StateStage
 
-from .. import contract, ledger, schemas
+from .. import ledger, schemas
 from ..admin_link import admin_connect
-from ..secret_store import SecretStore
+from ..config import Endpoint, Server
 from .report import fail, progress, refusal
 
 
 @operation()
-def migrated(port: int, store: SecretStore):
+def migrated(server: Server, password: str, ca_file: str):
     """
-    Apply each PostgreSQL plane's pending files from ``sql/schemas/<plane>/``, as the
+    Apply each plane's pending files from ``sql/schemas/<plane>/`` on ``server``, as the
     plane's owner role. An applied file that changed since stops the deploy. A database
     with nothing to apply costs one query.
 
@@ -25,13 +25,13 @@ def migrated(port: int, store: SecretStore):
 
     .. code:: python
 
-        schemas.migrated(name="Plane schemas", port=5432, store=store)
+        schemas.migrated(name="Plane schemas", server=server, password=pw, ca_file="/path/ca.crt")
     """
-    todo: dict[contract.Plane, list[schemas.Migration]] = {}
+    todo: dict[Endpoint, list[schemas.Migration]] = {}
     try:
-        with admin_connect(host, port, store.password(contract.ADMIN_ROLE)) as connect:
-            for plane in contract.POSTGRES_PLANES:
-                todo[plane] = ledger.pending(plane, schemas.migrations(plane), ledger.applied(connect(plane.store)))
+        with admin_connect(host, server, password, ca_file) as connect:
+            for e in server.endpoints:
+                todo[e] = ledger.pending(e.plane, schemas.migrations(e.plane), ledger.applied(connect(e.database), e.plane))
     except ledger.MigrationError as e:
         if host.state.current_stage != StateStage.Execute:
             raise  # change detection or --dry: pyinfra reports it on one line before anything runs
@@ -43,24 +43,27 @@ def migrated(port: int, store: SecretStore):
         if host.state.current_stage == StateStage.Execute:
             raise
         # Preparing (or --dry) before the databases exist: every file is to apply.
-        todo = {plane: schemas.migrations(plane) for plane in contract.POSTGRES_PLANES}
-    todo = {plane: files for plane, files in todo.items() if files}
+        todo = {e: schemas.migrations(e.plane) for e in server.endpoints}
+    todo = {e: files for e, files in todo.items() if files}
     if host.state.current_stage != StateStage.Execute:
-        for plane, files in todo.items():
+        for e, files in todo.items():
             for m in files:
-                progress(f"would apply {plane.key}/{m.name}")
-    if todo:
-        yield FunctionCommand(_apply, (port, store, tuple(todo)), {})
+                progress(f"would apply {e.plane.key}/{m.name}")
+    if not todo:
+        host.noop(f"{server.key}: every migration is applied")
+        return
+    yield FunctionCommand(_apply, (server, password, ca_file, tuple(todo)), {})
 
 
-def _apply(state, host, port: int, store: SecretStore, planes: tuple[contract.Plane, ...]) -> bool:
-    # Re-read under the lock: a concurrent deploy may have applied some files meanwhile.
+def _apply(state, host, server: Server, password: str, ca_file: str, endpoints: tuple[Endpoint, ...]) -> bool:
+    # ledger.apply takes the advisory lock and re-reads the ledger under it: a concurrent
+    # deploy may have applied some files meanwhile.
     try:
-        with admin_connect(host, port, store.password(contract.ADMIN_ROLE)) as connect:
-            for plane in planes:
-                conn = connect(plane.store)
-                for migration in ledger.pending(plane, schemas.migrations(plane), ledger.applied(conn)):
-                    ledger.apply(conn, plane, migration, lambda message: progress(message, host))
+        with admin_connect(host, server, password, ca_file) as connect:
+            for e in endpoints:
+                conn = connect(e.database)
+                for migration in ledger.pending(e.plane, schemas.migrations(e.plane), ledger.applied(conn, e.plane)):
+                    ledger.apply(conn, e.plane, migration, lambda message: progress(message, host))
     except ledger.MigrationError as e:
         # One line, no traceback: which file, which statement, and that nothing half-applied.
         return fail(host, str(e))
