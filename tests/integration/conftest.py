@@ -6,7 +6,9 @@ when a test fails; leftovers of a crashed earlier run are removed first.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,10 +18,13 @@ import pytest
 from clusters import drop_cluster, drop_stale_test_clusters, free_port, unique_cluster_name
 from deployment import Deployment
 from lab import Lab
+from standins import StandIn, remove_stale_standins
+from testca import TestCA
 
 from zeroui_db import contract
 
-SUBNET = "198.51.100.0/24"
+# The lower half of the test range: test_lab.py checks the lab itself on the upper half.
+SUBNET = "198.51.100.0/25"
 # Client hosts of the lab: one per client group, plus an intruder that is in no group.
 CLIENT_HOSTS = {
     contract.IDE_LAPTOPS.key: "198.51.100.11",
@@ -29,6 +34,9 @@ CLIENT_HOSTS = {
     "intruder": "198.51.100.66",
 }
 WORKSTATION_NS_ADDRESS = "198.51.100.2"  # the SSH-deployed workstation
+# Stand-ins for managed services (PostgreSQL >= 16, TLS), one per PostgreSQL plane.
+CLOUD_ADDRESSES = dict(zip((p.key for p in contract.POSTGRES_PLANES),
+                           ("198.51.100.21", "198.51.100.22", "198.51.100.23"), strict=True))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -87,3 +95,14 @@ def local_site(lab, workdir, version):
         yield d
     finally:
         drop_cluster(d.version, d.cluster)
+
+
+@pytest.fixture(scope="session")
+def cloud_standins(lab, workdir) -> dict[str, StandIn]:
+    """Plane key -> a running managed-service stand-in (lab host "cloud-<plane>"), master "master_<plane>"."""
+    remove_stale_standins(lab)  # under the lab's lock: no other run is using them
+    ca = TestCA(workdir / "cloud-ca")
+    with contextlib.ExitStack() as stack:  # stops every stand-in started so far, also on failure
+        yield {plane: stack.enter_context(StandIn(lab, f"cloud-{plane}", address, ca, master=f"master_{plane}",
+                                                  master_password=secrets.token_urlsafe(24)))
+               for plane, address in CLOUD_ADDRESSES.items()}

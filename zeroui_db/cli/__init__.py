@@ -1,0 +1,16 @@
+"""The ``zeroui-db`` command: verbs around the deploy (``pyinfra INVENTORY deploy.py`` does
+the deploying itself). Each verb lives in a module of its own in this package."""
+
+from __future__ import annotations
+
+import click
+
+from .network_rules import network_rules
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """ZeroUI DB planes: what the contract asks of a site, and whether it holds."""
+
+
+main.add_command(network_rules)
