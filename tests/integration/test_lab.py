@@ -17,9 +17,11 @@ pytestmark = [
 ]
 
 # A prefix and subnet of their own, so these checks never disturb the session lab of the
-# deploy tests (prefix "zt", 198.51.100.0/24) whatever order pytest runs modules in.
-PREFIX, SUBNET = "zl", "203.0.113.0/24"
-A, B = "203.0.113.11", "203.0.113.12"
+# deploy tests (prefix "zt", 198.51.100.0/25) whatever order pytest runs modules in. Only
+# 198.51.100.0/24 is free here: 192.0.2.0/24 is eth0's and the package registries answer in
+# 203.0.113.0/24.
+PREFIX, SUBNET = "zl", "198.51.100.128/25"
+A, B = "198.51.100.139", "198.51.100.140"
 
 
 def _netns_names() -> list[str]:
@@ -46,7 +48,7 @@ def lab():
 
 
 def test_hosts_reach_bridge_and_each_other(lab):
-    assert lab.bridge_address == "203.0.113.1"
+    assert lab.bridge_address == "198.51.100.129"
     assert lab.address("b") == B
     for host, peer in (("a", B), ("b", A)):
         for target in (lab.bridge_address, peer):
@@ -101,12 +103,12 @@ def test_stale_leftovers_are_removed():
 
 
 def test_routed_subnet_is_refused():
-    # A veth link (the kernel here has no dummy links) routes a test-only range (RFC 2544)
-    # for the moment of the check.
-    link, net = f"{PREFIX}route0", "198.18.7.0/24"
+    # A veth link (the kernel here has no dummy links) routes a slice of the test range for
+    # the moment of the check.
+    link, net = f"{PREFIX}route0", "198.51.100.224/27"
     subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", f"{PREFIX}route1"], check=True)
     try:
-        subprocess.run(["ip", "addr", "add", "198.18.7.1/24", "dev", link], check=True)
+        subprocess.run(["ip", "addr", "add", "198.51.100.225/27", "dev", link], check=True)
         subprocess.run(["ip", "link", "set", link, "up"], check=True)
         with pytest.raises(RuntimeError, match="already routed") as err:
             Lab(prefix=PREFIX, subnet=net).__enter__()
