@@ -78,7 +78,8 @@ def rules(site: Site, superuser: str = "postgres") -> list[HbaRule]:
 
     admin_dbs = (contract.MAINTENANCE_DB, *(p.store for p in contract.POSTGRES_PLANES))
     for net in site.access(contract.ADMIN_HOSTS).networks:
-        out.append(HbaRule("hostssl", admin_dbs, (contract.ADMIN_ROLE,), net, "scram-sha-256", "admin hosts"))
+        out.append(HbaRule("hostssl", admin_dbs, (contract.ADMIN_ROLE, contract.AUDIT_ROLE), net, "scram-sha-256",
+                           "admin hosts: the deploy's admin and the audit"))
 
     for plane in contract.POSTGRES_PLANES:
         for access in site.clients.values():

@@ -16,8 +16,8 @@ from .tls import SiteCA
 SERVER_GROUP = "workstation"
 # Where the deploy works on managed endpoints from: the operator's machine (usually @local).
 ADMIN_GROUP = contract.ADMIN_HOSTS.key
-# Every login role's password the deploy manages on a workstation cluster.
-LOGIN_ROLES = tuple(r for p in contract.POSTGRES_PLANES for r in p.login_roles)
+# Every login role's password the deploy manages: the planes' and the audit's.
+LOGIN_ROLES = (*(r for p in contract.POSTGRES_PLANES for r in p.login_roles), contract.AUDIT_ROLE)
 
 
 def site_data(inventory) -> dict:
