@@ -11,6 +11,7 @@ One desired state serves the deploy and the audit:
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -174,7 +175,7 @@ def _classification(report: Report, seen: Observation) -> None:
         state = seen.catalog.databases.get(endpoint.database)
         if state is None or state.schema_acl is None:
             continue
-        known = {t.name for t in schemas.tables(endpoint.plane.key)} | {LEDGER_TABLE}
+        known = schemas.table_names(endpoint.plane.key) | {LEDGER_TABLE}
         for obj in state.objects:
             if obj.owner != endpoint.plane.owner_role:
                 report.findings.append(Finding(HIGH, seen.server.key, "classification",
@@ -239,7 +240,7 @@ def _tls(report: Report, seen: Observation, now: datetime) -> None:
         report.findings.append(Finding(HIGH if days > 0 else CRITICAL, s.key, "tls",
                                        "the server's certificate expires soon" if days > 0 else
                                        "the server's certificate has expired", evidence))
-    missing = [e.host for e in s.endpoints if e.host not in names]
+    missing = list(dict.fromkeys(e.host for e in s.endpoints if e.host not in names))
     if missing:
         report.findings.append(Finding(HIGH, s.key, "tls", f"the certificate does not name {', '.join(missing)}",
                                        evidence))
@@ -280,19 +281,48 @@ def _rules_of(lines: tuple[HbaLine, ...]) -> tuple[list[tuple[hba.HbaRule, HbaLi
     return rules, opaque
 
 
-def _decide(rules, ssl: bool, database: str, user: str, network) -> tuple[bool, object]:
-    """First match wins for ``network`` as a whole; an allow that covers only part of it
-    counts as allowing (some of the group's addresses get in)."""
-    for rule, source in rules:
-        if rule.type == "local" or rule.address.version != network.version:
-            continue
-        if not rule.matches(ssl=ssl, database=database, user=user, address=rule.address):
-            continue  # type, database or user do not match
-        if network.subnet_of(rule.address):
-            return rule.method != "reject", source
-        if rule.method != "reject" and network.overlaps(rule.address):
-            return True, source
-    return False, None
+class _FirstMatch:
+    """PostgreSQL's first-match evaluation of pg_hba rules for one (TLS, database, user), for
+    many client networks: O(address bits) per network instead of a scan of every line (a
+    site may list thousands of networks).
+
+    A network as a whole takes the first rule whose address contains it; an allow that
+    covers only part of it, ahead of that rule, counts as allowing (some addresses get in).
+    """
+
+    def __init__(self, rules, ssl: bool, database: str, user: str):
+        # Only the lines that apply to this connection attempt, keyed by (version, first, prefix).
+        self.first: dict[tuple[int, int, int], tuple[int, bool, object]] = {}
+        self.allows: list[tuple[int, int, int, int, object]] = []  # version, first, last, index, source
+        for i, (rule, source) in enumerate(rules):
+            if rule.type == "local" or not rule.matches(ssl=ssl, database=database, user=user, address=rule.address):
+                continue
+            net = rule.address
+            key = (net.version, int(net.network_address), net.prefixlen)
+            self.first.setdefault(key, (i, rule.method != "reject", source))
+            if rule.method != "reject":
+                self.allows.append((net.version, int(net.network_address), int(net.broadcast_address), i, source))
+        self.allows.sort()
+
+    def decide(self, network) -> tuple[bool, object]:
+        if not self.allows:
+            return False, None  # nothing here allows anyone
+        bits = network.max_prefixlen
+        addr, version = int(network.network_address), network.version
+        decisive = None
+        for prefix in range(network.prefixlen, -1, -1):  # the supernets, narrowest first
+            mask = ((1 << bits) - 1) ^ ((1 << (bits - prefix)) - 1)
+            found = self.first.get((version, addr & mask, prefix))
+            if found and (decisive is None or found[0] < decisive[0]):
+                decisive = found
+        last = int(network.broadcast_address)
+        start = bisect.bisect_left(self.allows, (version, addr))
+        for v, first, _, index, source in self.allows[start:]:
+            if v != version or first > last:
+                break
+            if decisive is None or index < decisive[0]:  # an earlier allow inside the network
+                return True, source
+        return (decisive[1], decisive[2]) if decisive else (False, None)
 
 
 def _roles_and_databases(server: Server) -> tuple[list[str], list[str]]:
@@ -306,12 +336,13 @@ def _wanted(site: Site, server: Server) -> dict:
     roles, dbs = _roles_and_databases(server)
     out = {}
     desired = [(r, None) for r in hba.rules(site)] if server.workstation else None
+    matches = {(db, role): _FirstMatch(desired, True, db, role) for db in dbs for role in roles} if desired else {}
     for access in site.clients.values():
         for role in roles:
             for db in dbs:
                 if desired is not None:
-                    allowed = bool(access.networks) and all(
-                        _decide(desired, True, db, role, net)[0] for net in access.networks)
+                    # As for the live rules: the group reaches it when some of its addresses do.
+                    allowed = any(matches[(db, role)].decide(net)[0] for net in access.networks)
                 else:
                     admin = access.group is contract.ADMIN_HOSTS and role in (server.admin_user, contract.AUDIT_ROLE)
                     plane = next((e.plane for e in server.endpoints if e.database == db), None)
@@ -324,6 +355,7 @@ def _wanted(site: Site, server: Server) -> dict:
 def _matrix(site: Site, server: Server, rules) -> list[Cell]:
     roles, dbs = _roles_and_databases(server)
     wanted = _wanted(site, server)
+    matches = {(db, role): _FirstMatch(rules, True, db, role) for db in dbs for role in roles} if rules else {}
     cells = []
     for access in site.clients.values():
         if not access.networks:
@@ -332,7 +364,7 @@ def _matrix(site: Site, server: Server, rules) -> list[Cell]:
             for db in dbs:
                 have, line = None, None
                 if rules is not None:
-                    decisions = [_decide(rules, True, db, role, net) for net in access.networks]
+                    decisions = [matches[(db, role)].decide(net) for net in access.networks]
                     have = any(ok for ok, _ in decisions)
                     line = next((src.text for ok, src in decisions if src is not None and ok == have), None)
                 cells.append(Cell(server.key, access.group.key, role, db, wanted[(access.group.key, role, db)],
@@ -373,9 +405,14 @@ def _hba(report: Report, site: Site, seen: Observation) -> None:
                                            "which the contract allows", c.line or "no line allows it"))
     # Without TLS nobody gets in, from any group's network.
     _, dbs = _roles_and_databases(s)
-    plain = sorted({(a.group.key, src.text) for a in site.clients.values() for net in a.networks for db in dbs
-                    for role in _roles_and_databases(s)[0]
-                    for ok, src in [_decide(rules, False, db, role, net)] if ok})
+    roles, _ = _roles_and_databases(s)
+    plain = set()
+    for db in dbs:
+        for role in roles:
+            match = _FirstMatch(rules, False, db, role)
+            plain |= {(a.group.key, src.text) for a in site.clients.values() for net in a.networks
+                      for ok, src in [match.decide(net)] if ok}
+    plain = sorted(plain)
     for group, line in plain:
         report.findings.append(Finding(CRITICAL, s.key, "pg_hba", f"{group} may connect without TLS", line))
     _hba_checks(report, s, seen.hba)
