@@ -8,10 +8,13 @@ secret must travel on stdin. The commands are wrapped here by pyinfra's own
 from __future__ import annotations
 
 import grp
+import io
 import os
 import pwd
+import runpy
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 from pyinfra.api import Config, Inventory, State, StringCommand
@@ -20,7 +23,7 @@ from pyinfra.connectors.util import make_unix_command, write_stdin
 
 from conftest import BASE
 from zeroui_db import privilege
-from zeroui_db.config import ConfigError
+from zeroui_db.config import ConfigError, parse_site
 from zeroui_db.facts import FilesState
 from zeroui_db.operations import private_file
 from zeroui_db.operations.roles import superuser_psql
@@ -101,6 +104,18 @@ def test_sudo_without_a_password_passes():
     check_privilege("pilot", _inventory({"_sudo": True, "ssh_user": "ops"}))
 
 
+def test_the_sudo_example_inventory_is_valid():
+    groups = runpy.run_path(str(Path(__file__).resolve().parents[2] / "inventories" / "pilot-sudo.py"))
+    hosts, data = groups["workstation"]
+    assert data["_sudo"] is True and data["ssh_user"] != "root"
+    parse_site(data["zeroui"])
+    inventory = Inventory((hosts, {}), workstation=(hosts, data))
+    State(inventory, Config())
+    for host in inventory.get_group("workstation"):
+        inventory.state.activate_host(host)
+    check_privilege("pilot", inventory)
+
+
 def test_run_adds_the_hosts_escalation(monkeypatch):
     """A callback's command gets the host's _sudo, as the commands pyinfra runs itself do."""
     host = next(iter(_inventory({"_sudo": True})))
@@ -118,13 +133,20 @@ def test_the_ide_plane_stays_with_the_connecting_user():
 
 # The put command itself, run with sh as pyinfra's connectors run it (stdin written the same way).
 
+class _Sent(io.BytesIO):
+    """Keeps what pyinfra's write_stdin wrote (it closes the buffer when done)."""
+
+    def close(self):
+        self.sent = self.getvalue()
+        super().close()
+
+
 def _put(path, content: bytes, owner: str, group: str, mode: str = "640") -> subprocess.CompletedProcess:
     command = private_file.put(str(path), content, owner, group, mode)
-    proc = subprocess.Popen(["sh", "-c", command.get_raw_value()], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    write_stdin(command.connector_arguments["_stdin"], proc.stdin)
-    proc.wait(10)
-    return proc
+    stdin = _Sent()
+    write_stdin(command.connector_arguments["_stdin"], stdin)
+    # communicate(): a command that fails before reading its stdin must not break the pipe here.
+    return subprocess.run(["sh", "-c", command.get_raw_value()], input=stdin.sent, capture_output=True, timeout=10)
 
 
 def _me() -> tuple[str, str]:
