@@ -9,8 +9,10 @@ from pyinfra.api import OperationError, StringCommand, operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt
 
+from ..contract import MAINTENANCE_DB
 from ..facts import ClusterServerState, FilesState
 from ..layout import ClusterLayout
+from ..privilege import as_server_user
 
 SSL_DISABLED = "cannot match because SSL is disabled"
 
@@ -75,7 +77,7 @@ def running(cluster: ClusterLayout):
     ctl = ("pg_ctlcluster", str(cluster.version), cluster.name)
     state = host.get_fact(
         ClusterServerState, version=cluster.version, cluster=cluster.name, port=cluster.port,
-        files=cluster.config_files, _su_user="postgres",
+        files=cluster.config_files,
     )
     if state is None:
         yield StringCommand(*ctl, "start")
@@ -104,7 +106,7 @@ def running(cluster: ClusterLayout):
     )
     yield (
         f"pg_ctlcluster {v} {n} reload && for i in $(seq 100); do "
-        f"case $(runuser -u postgres -- psql -XAtq -p {port} -d postgres -c '{query}') in "
+        f"case $({as_server_user('psql')} -XAtq -p {port} -d {MAINTENANCE_DB} -c '{query}') in "
         f"'t|0') exit 0;; t*) exec pg_ctlcluster {v} {n} restart;; esac; sleep 0.1; done; "
         f"echo 'cluster {v}/{n} did not reload within 10 s' >&2; exit 1"
     )
