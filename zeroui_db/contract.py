@@ -121,6 +121,8 @@ PAYLOAD_FREE_PLANES = (SHARED,)
 ADMIN_ROLE = "zeroui_admin"
 # The database the admin role connects to for cluster-wide work.
 MAINTENANCE_DB = "postgres"
+# The cluster's bootstrap superuser: the local socket only, never over TCP.
+SUPERUSER = "postgres"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from .network_rules import network_rules
+from .verify import verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,3 +15,4 @@ def main() -> None:
 
 
 main.add_command(network_rules)
+main.add_command(verify)

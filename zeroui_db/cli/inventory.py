@@ -12,6 +12,11 @@ from ..site import site_data
 
 def load_site(path: str) -> Site:
     """The validated site of the inventory file at ``path``; exits 2 with one line if it is bad."""
+    return load_inventory(path)[1]
+
+
+def load_inventory(path: str):
+    """pyinfra's inventory of the file at ``path`` and its validated site; exits with one line if bad."""
     from pyinfra.api import State
     from pyinfra.context import ctx_state
     from pyinfra_cli.inventory import make_inventory  # pyinfra's own reading of inventory files
@@ -19,7 +24,7 @@ def load_site(path: str) -> Site:
     try:
         with ctx_state.use(State()):  # pyinfra executes inventory files inside a state context
             inventory = make_inventory(path)
-        return parse_site(site_data(inventory), inventory=path)
+        return inventory, parse_site(site_data(inventory), inventory=path)
     except PyinfraError as e:
         raise click.ClickException(str(e)) from None
     except Exception as e:  # a broken inventory file: say which, in one line
