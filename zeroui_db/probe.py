@@ -20,9 +20,10 @@ no TLS, no route), asked for a password, authenticated and then refused by the d
 
 Request: ``{"action": "route", "targets": [[host, port], ...]}`` gives the source address
 each target is reached from (no packet is sent); ``{"action": "attempt", "timeout": s,
-"cas": [pem, ...], "attempts": [{"host", "port", "dbname", "user", "tls", "cafile" | "ca"
-(an index into cas), "password" | null}]}`` gives one result per attempt: ``{"outcome",
-"stage", "sqlstate", "message", "source", "method"}``. Outcomes: connected, rejected
+"cas": [pem, ...], "attempts": [{"host", "port", "dbname", "user", "tls", "cafile" (a CA file
+on the host), "ca" (an index into cas, used when there is no cafile or this login may not read
+it), "password" | null}]}`` gives one result per attempt: ``{"outcome", "sqlstate", "message",
+"source", "method", "trust"}``. Outcomes: connected, rejected
 (an error before any authentication request), auth-requested (not answered), auth-failed,
 denied (authenticated, then refused), no-tls, tls-failed, unreachable, error.
 """
@@ -222,10 +223,19 @@ def _tls(sock, attempt, cas):
     if answer != b"S":
         raise Stop("error", f"unexpected answer {answer!r} to the TLS request")
     try:
+        context = None
         if attempt.get("cafile"):
-            context = ssl.create_default_context(cafile=attempt["cafile"])
-        else:
+            try:
+                context = ssl.create_default_context(cafile=attempt["cafile"])
+                attempt["trust"] = attempt["cafile"]
+            except PermissionError:  # readable by the services' group, not by this login
+                if attempt.get("ca") is None:
+                    raise Stop("tls-failed", f"CA file {attempt['cafile']}: permission denied") from None
+            except (OSError, ssl.SSLError) as e:
+                raise Stop("tls-failed", f"CA file {attempt['cafile']}: {getattr(e, 'strerror', None) or e}") from None
+        if context is None:
             context = ssl.create_default_context(cadata=cas[attempt["ca"]])
+            attempt["trust"] = "the CA sent along"
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         return context.wrap_socket(sock, server_hostname=attempt["host"])  # verify-full
     except (ssl.SSLError, OSError) as e:
@@ -294,7 +304,8 @@ def _session(sock, attempt, cas):
 
 
 def attempt(a, cas, timeout):
-    result = {"outcome": None, "sqlstate": None, "message": "", "source": None, "method": None}
+    a = dict(a)
+    result = {"outcome": None, "sqlstate": None, "message": "", "source": None, "method": None, "trust": None}
     try:
         sock = socket.create_connection((a["host"], a["port"]), timeout=timeout)
     except OSError as e:
@@ -311,6 +322,7 @@ def attempt(a, cas, timeout):
         result.update(outcome="error", message=f"{type(e).__name__}: {e}")
     finally:
         sock.close()
+    result["trust"] = a.get("trust")
     return result
 
 

@@ -179,7 +179,7 @@ class Cell:
             "kind": a.kind, "tls": a.tls, "expected": "allowed" if self.expected.allowed else "refused",
             "because": self.expected.because, "observed": self.observed, "outcome": self.result["outcome"],
             "sqlstate": self.result["sqlstate"], "message": self.result["message"], "method": self.result["method"],
-            "verdict": self.verdict,
+            "trust": self.result.get("trust"), "verdict": self.verdict,
         }
 
 
@@ -203,12 +203,14 @@ class Trust:
     ca_pems: dict[str, str]  # plane key -> the endpoint's CA certificate (PEM), from the control machine
 
     def fields(self, site: Site, vantage: Vantage, endpoint: Endpoint, cas: list[str]) -> dict:
-        if endpoint.plane in vantage.env_planes:
-            return {"cafile": envfiles.ca_path(site, endpoint.plane)}
         pem = self.ca_pems[endpoint.plane.key]
         if pem not in cas:
             cas.append(pem)
-        return {"ca": cas.index(pem)}
+        # The CA sent along also serves a login that may not read the env files (their group's).
+        out = {"ca": cas.index(pem)}
+        if endpoint.plane in vantage.env_planes:
+            out["cafile"] = envfiles.ca_path(site, endpoint.plane)
+        return out
 
 
 def verify_host(site: Site, host, vantage: Vantage, trust: Trust,

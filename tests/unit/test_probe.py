@@ -341,3 +341,38 @@ def test_runs_from_stdin_with_no_password_in_argv(tls_files):
     assert result["outcome"] == "connected" and server.proof_ok
     assert PASSWORD not in host.argv and "python3 -c" in host.argv
     assert json.dumps(result).find(PASSWORD) == -1
+
+
+def test_the_hosts_ca_file_first_then_the_one_sent_along(tls_files, tmp_path, monkeypatch):
+    cafile = tmp_path / "tenant-ca.crt"
+    cafile.write_text(tls_files["ca"])
+    server = FakeServer(tls_files, "scram")
+    a = {"host": "127.0.0.1", "port": server.port, "dbname": "d", "user": "u", "tls": True, "ca": 0,
+         "cafile": str(cafile), "password": PASSWORD}
+    result = probe.attempt(a, [tls_files["other_ca"]], timeout=5)  # the file wins
+    server.join()
+    assert (result["outcome"], result["trust"]) == ("connected", str(cafile))
+
+    # A login outside the env files' group may not read the file: the CA sent along serves.
+    real = ssl.create_default_context
+
+    def unreadable(*args, cafile=None, **kwargs):
+        if cafile:
+            raise PermissionError(13, "Permission denied", cafile)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(probe.ssl, "create_default_context", unreadable)
+    server = FakeServer(tls_files, "scram")
+    result = probe.attempt({**a, "port": server.port}, [tls_files["ca"]], timeout=5)
+    server.join()
+    assert (result["outcome"], result["trust"]) == ("connected", "the CA sent along")
+
+
+def test_a_missing_ca_file_is_a_tls_failure(tls_files, tmp_path):
+    server = FakeServer(tls_files, "scram")
+    a = {"host": "127.0.0.1", "port": server.port, "dbname": "d", "user": "u", "tls": True, "ca": 0,
+         "cafile": str(tmp_path / "absent.crt"), "password": PASSWORD}
+    result = probe.attempt(a, [tls_files["ca"]], timeout=5)
+    server.join()
+    assert result["outcome"] == "tls-failed" and "absent.crt: No such file" in result["message"]
+    assert server.after_request == []

@@ -146,11 +146,12 @@ def test_a_host_gets_only_the_passwords_its_groups_hold(site):
     assert given == {("zeroui_tenant_app", T), ("zeroui_tenant_ro", T)}
     assert all(a["password"] in (None, f"pw-{a['user']}") for a in sent)
     assert not any(a["password"] for a in sent if not a["tls"])
-    # The tenant env file's CA for the tenant endpoint; the others' CAs shipped along.
-    assert {a["cafile"] for a in sent if a["dbname"] == T} == {"/etc/zeroui/env/tenant-ca.crt"}
+    # The tenant env file's CA for the tenant endpoint; every endpoint's CA sent along, once.
+    assert {a.get("cafile") for a in sent if a["dbname"] == T} == {"/etc/zeroui/env/tenant-ca.crt"}
+    assert {a.get("cafile") for a in sent if a["dbname"] != T} == {None}
     cas = host.requests[1]["cas"]
-    assert sorted(cas) == ["PRODUCT CA", "SHARED CA"]  # each once
-    assert {cas[a["ca"]] for a in sent if a["dbname"] == P} == {"PRODUCT CA"}
+    assert sorted(cas) == ["PRODUCT CA", "SHARED CA", "TENANT CA"]
+    assert {(a["dbname"], cas[a["ca"]]) for a in sent} == {(T, "TENANT CA"), (P, "PRODUCT CA"), (S, "SHARED CA")}
     assert all(c.verdict == "match" for c in cells) and len(cells) == 48
 
 
