@@ -163,7 +163,7 @@ class Cell:
     """One attempt from one host: what the contract expects, what happened, and whether they agree."""
 
     host: str
-    groups: tuple[str, ...]  # the host's inventory groups, then those its address adds
+    groups: tuple[str, ...]  # its inventory groups and those its address adds
     source: str | None  # the address it connects to the endpoint from
     attempt: Attempt
     expected: Expectation

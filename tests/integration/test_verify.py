@@ -14,7 +14,6 @@ The expectations here are written from the contract document, not taken from ver
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -200,7 +200,8 @@ class FakeServer:
         self.after_request.append(kind)
         mechanism, rest = body.split(b"\0", 1)
         first = rest[4:].decode()
-        gs2, bare = first[:first.index(",", first.index(",") + 1) + 1], first[first.index(",", first.index(",") + 1) + 1:]
+        split = first.index(",", first.index(",") + 1) + 1  # the gs2 header ends at the second comma
+        gs2, bare = first[:split], first[split:]
         nonce = dict(p.split("=", 1) for p in bare.split(","))["r"] + "server-part"
         salt = os.urandom(16)
         server_first = f"r={nonce},s={base64.b64encode(salt).decode()},i=4096"

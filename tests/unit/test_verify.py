@@ -4,17 +4,20 @@ contract document (not from the code's own tables)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
 
 from zeroui_db import contract, verify
-from zeroui_db.cli import main
 from zeroui_db.cli.verify import finding, report, table
 from zeroui_db.config import parse_site
 from zeroui_db.verify import Attempt, Cell, Expectation, Vantage
 
+REPO = Path(__file__).resolve().parents[2]
 G = contract.CLIENT_GROUPS_BY_KEY
 T, P, S = "zeroui_tenant_pg", "zeroui_product_pg", "zeroui_shared_pg"
 OWN = {("zeroui_tenant_app", T), ("zeroui_tenant_ro", T), ("zeroui_product_app", P), ("zeroui_product_ro", P),
@@ -189,15 +192,20 @@ def _inventory(tmp_path, groups: str) -> str:
     return str(path)
 
 
+def zeroui_db(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    # A process of its own, as users run it: pyinfra's CLI module patches the process (gevent).
+    return subprocess.run([sys.executable, "-m", "zeroui_db.cli", *args], cwd=REPO, text=True,
+                          capture_output=True, timeout=60, env={**os.environ, **(env or {})})
+
+
 @pytest.mark.parametrize("groups, words", [
     ("", "no host in the client groups"),
     ("tenant_services = ['@local']\n", "zt-v-ca.crt: the CA of the tenant endpoint is missing"),
 ])
-def test_could_not_verify_is_exit_2_with_one_line(tmp_path, monkeypatch, groups, words):
-    monkeypatch.setenv("ZEROUI_SECRETS_DIR", str(tmp_path / "secrets"))
-    result = CliRunner().invoke(main, ["verify", _inventory(tmp_path, groups)])
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
+def test_could_not_verify_is_exit_2_with_one_line(tmp_path, groups, words):
+    result = zeroui_db("verify", _inventory(tmp_path, groups), env={"ZEROUI_SECRETS_DIR": str(tmp_path / "secrets")})
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = (result.stdout + result.stderr).strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("zeroui-db verify: could not verify: ") and words in lines[0]
     assert not (tmp_path / "secrets").exists()  # verify creates nothing, not even the store
 
@@ -205,5 +213,5 @@ def test_could_not_verify_is_exit_2_with_one_line(tmp_path, monkeypatch, groups,
 def test_a_bad_inventory_is_exit_2(tmp_path):
     path = tmp_path / "bad.py"
     path.write_text("workstation = (['@local'], {'zeroui': {'site': 'x', 'clients': {'nobody': {}}}})\n")
-    result = CliRunner().invoke(main, ["verify", str(path)])
-    assert result.exit_code == 2 and "clients.nobody: unknown key" in result.output
+    result = zeroui_db("verify", str(path))
+    assert result.returncode == 2 and "clients.nobody: unknown key" in result.stderr

@@ -215,6 +215,6 @@ def verify(inventory: str, as_json: bool) -> None:
             click.secho(f"{mismatches} attempt{'s' * (mismatches != 1)} not as the contract says "
                         "(! in the matrix)", fg="red", bold=True)
     if result == "unverified":
-        first = next(c for c in cells if c.verdict == "unverified")
-        raise _Exit2(f"{sum(c.verdict == 'unverified' for c in cells)} attempts could not tell; first: {finding(first)}")
+        unverified = [c for c in cells if c.verdict == "unverified"]
+        raise _Exit2(f"{len(unverified)} attempts could not tell; first: {finding(unverified[0])}")
     sys.exit(1 if result == "mismatch" else 0)
