@@ -54,7 +54,7 @@ def _both_families(type_: str, databases, users, method: str, comment: str) -> l
     return [HbaRule(type_, tuple(databases), tuple(users), net, method, comment) for net in (ALL_V4, ALL_V6)]
 
 
-def rules(site: Site, superuser: str = "postgres") -> list[HbaRule]:
+def rules(site: Site, superuser: str = contract.SUPERUSER) -> list[HbaRule]:
     """The whole pg_hba, in order: rejects for the hard rules ahead of every allow."""
     out: list[HbaRule] = [
         HbaRule("local", ("all",), (superuser,), None, "peer", "superuser: local socket, OS user only"),

@@ -7,6 +7,7 @@ import click
 
 from .audit import audit
 from .network_rules import network_rules
+from .verify import verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,3 +17,4 @@ def main() -> None:
 
 main.add_command(audit)
 main.add_command(network_rules)
+main.add_command(verify)
