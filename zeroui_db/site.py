@@ -9,15 +9,13 @@ from . import contract
 from .config import ConfigError, Endpoint, Server, Site, parse_site
 from .facts import PostgresHost, XdgDirs
 from .layout import ClusterLayout, layout
-from .secret_store import SecretStore
+from .secret_store import LOGIN_ROLES, SecretStore
 from .tls import SiteCA
 
 # The inventory group whose one host runs the pilot's PostgreSQL cluster.
 SERVER_GROUP = "workstation"
 # Where the deploy works on managed endpoints from: the operator's machine (usually @local).
 ADMIN_GROUP = contract.ADMIN_HOSTS.key
-# Every login role's password the deploy manages on a workstation cluster.
-LOGIN_ROLES = tuple(r for p in contract.POSTGRES_PLANES for r in p.login_roles)
 
 
 def site_data(inventory) -> dict:
