@@ -261,6 +261,32 @@ def _suppress_missing():
         pass
 
 
+class ServerChecked:
+    """The store's passwords, checked against what the server really holds.
+
+    Where the deploy can read ``pg_authid`` (the pilot's cluster, as its local superuser),
+    ``live`` maps each existing role to the digest of its stored verifier
+    (``facts.RoleVerifiers``). A role whose verifier no longer fits the store's password
+    was changed behind the deploy's back: it reports no applied verifier, so the plan sets
+    the password again. Roles not in ``live`` fall back to the store's record.
+    """
+
+    def __init__(self, store: SecretStore, live: dict[str, str | None]):
+        self.store, self.live = store, live
+
+    def applied_verifier(self, role: str) -> str | None:
+        live = self.live.get(role, "")
+        if role in self.live and (live is None or not scram.matches_digest(self.store.password(role), live)):
+            return None  # changed (or cleared) behind the deploy's back: set it again
+        return self.store.applied_verifier(role)
+
+    def fresh_verifier(self, role: str) -> str:
+        return self.store.fresh_verifier(role)
+
+    def record_applied(self, role: str, verifier: str) -> None:
+        self.store.record_applied(role, verifier)
+
+
 # -- the command line -----------------------------------------------------------------------------
 
 

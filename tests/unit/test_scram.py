@@ -91,3 +91,15 @@ def test_saslprep_folds_equivalent_passwords():
 def test_bytes_that_are_not_utf8_are_hashed_as_they_are():
     # os.environ turns undecodable bytes into lone surrogates; libpq would hash the bytes.
     assert scram.saslprep(b"\xff\xfepw".decode("utf-8", "surrogateescape")) == b"\xff\xfepw"
+
+
+def test_digest_tells_a_password_without_the_keys():
+    v = scram.verifier("right")
+    d = scram.digest(v)
+    stored_key, server_key = v.split("$")[2].split(":")
+    assert stored_key not in d and server_key not in d
+    assert d.startswith(v[: v.index("$", 14) + 1])  # scheme, iterations and salt stay
+    assert scram.matches_digest("right", d)
+    assert not scram.matches_digest("wrong", d)
+    assert not scram.matches_digest("right", scram.digest("md5" + "0" * 32))
+    assert not scram.matches_digest("right", "garbage")

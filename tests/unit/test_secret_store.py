@@ -11,7 +11,7 @@ import pytest
 from pyinfra.api.exceptions import PyinfraError
 
 from zeroui_db import contract, scram
-from zeroui_db.secret_store import SecretStore, SecretStoreError, env_override_name, main
+from zeroui_db.secret_store import SecretStore, SecretStoreError, ServerChecked, env_override_name, main
 
 ROLE = contract.TENANT.app_role
 OTHER = contract.SHARED.readonly_role
@@ -275,3 +275,28 @@ def test_a_damaged_store_is_one_clear_line(tmp_path, capsys, content):
 def test_a_damaged_store_stops_the_deploy_in_one_line(tmp_path):
     """pyinfra shows a PyinfraError as one line without a traceback."""
     assert issubclass(SecretStoreError, PyinfraError)
+
+
+class FakeServer:
+    """pg_authid as the pilot's superuser reads it: role -> scram.digest of its verifier."""
+
+    def __init__(self, **verifiers):
+        self.live = {role: (scram.digest(v) if v else None) for role, v in verifiers.items()}
+
+
+def test_server_checked_passwords_see_a_password_changed_by_hand(tmp_path):
+    store = SecretStore("pilot", tmp_path)
+    store.ensure([ROLE, OTHER])
+    for role in (ROLE, OTHER):
+        store.record_applied(role, store.fresh_verifier(role))
+    converged = ServerChecked(store, FakeServer(**{ROLE: store.applied_verifier(ROLE),
+                                                   OTHER: store.applied_verifier(OTHER)}).live)
+    assert converged.applied_verifier(ROLE) == store.applied_verifier(ROLE)
+    by_hand = ServerChecked(store, FakeServer(**{ROLE: scram.verifier("changed by hand"),
+                                                 OTHER: store.applied_verifier(OTHER)}).live)
+    assert by_hand.applied_verifier(ROLE) is None  # the plan sets it again
+    assert by_hand.applied_verifier(OTHER) is not None
+    cleared = ServerChecked(store, {ROLE: None})  # ALTER ROLE … PASSWORD NULL
+    assert cleared.applied_verifier(ROLE) is None
+    unknown = ServerChecked(store, {})  # not readable (cluster not up yet): the store's record
+    assert unknown.applied_verifier(ROLE) == store.applied_verifier(ROLE)
