@@ -35,7 +35,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from pyinfra.api.exceptions import PyinfraError
@@ -126,8 +126,13 @@ class SecretStore:
         except OSError as e:
             raise SecretStoreError(f"{self.path}: cannot be read ({e.strerror})") from None
         with os.fdopen(fd, "rb") as f:
-            if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
-                os.fchmod(fd, 0o600)  # a store left readable by an older tool or a copy: tighten it
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+            if mode & 0o077:  # a store left readable by an older tool or a copy: tighten it
+                try:
+                    os.fchmod(fd, 0o600)
+                except OSError as e:
+                    raise SecretStoreError(f"{self.path} is readable by others (mode {mode:04o}) and cannot be "
+                                           f"made 0600 ({e.strerror}); chmod 600 it") from None
             raw = f.read()
         try:
             return _checked(json.loads(raw.decode()), self.path)
@@ -149,7 +154,7 @@ class SecretStore:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
         except BaseException:
-            with _suppress_missing():
+            with suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -172,7 +177,7 @@ class SecretStore:
             fcntl.flock(fd, fcntl.LOCK_EX)
             for stale in self.path.parent.glob(f".{self.path.name}.*"):  # left by a killed writer
                 if stale != lock_path:
-                    with _suppress_missing():
+                    with suppress(FileNotFoundError):
                         stale.unlink()
             data = self._read()
             yield data
@@ -251,14 +256,6 @@ class SecretStore:
         with self._changing() as data:
             data.setdefault("admins", {})[plane_key] = password
         self._view = copy.deepcopy(data)
-
-
-@contextmanager
-def _suppress_missing():
-    try:
-        yield
-    except FileNotFoundError:
-        pass
 
 
 class ServerChecked:
