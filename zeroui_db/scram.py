@@ -91,20 +91,20 @@ def matches(password: str, stored: str) -> bool:
 
 
 def digest(stored: str) -> str:
-    """A verifier with its keys replaced by their SHA-256 (hex): enough to tell whether it
-    fits a password (:func:`matches_digest`), without the keys that would let someone pose
-    as the server. ``facts.RoleVerifiers`` computes the same in SQL from ``pg_authid``."""
+    """``<iterations>:<salt>:<SHA-256 of the keys, hex>`` of a SCRAM verifier ("" for
+    anything else): enough to tell whether it fits a password (:func:`matches_digest`),
+    without the keys that would let someone pose as the server, and not shaped like a
+    verifier. ``facts.RoleVerifiers`` computes the same in SQL from ``pg_authid``."""
     scheme, params, keys = (stored.split("$") + ["", ""])[:3]
-    return f"{scheme}${params}${hashlib.sha256(keys.encode()).hexdigest()}"
+    if scheme != "SCRAM-SHA-256":
+        return ""
+    return f"{params}:{hashlib.sha256(keys.encode()).hexdigest()}"
 
 
 def matches_digest(password: str, stored_digest: str) -> bool:
     """Whether the verifier behind ``stored_digest`` (see :func:`digest`) was made from ``password``."""
     try:
-        scheme, params, _ = stored_digest.split("$")
-        iterations, salt = params.split(":")
-        if scheme != "SCRAM-SHA-256":
-            return False
+        iterations, salt, _ = stored_digest.split(":")
         expected = verifier(password, salt=base64.b64decode(salt), iterations=int(iterations))
     except ValueError:
         return False
