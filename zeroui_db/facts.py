@@ -146,6 +146,40 @@ class RoleAttributes(FactBase):
         return json.loads(text) if text else None
 
 
+class RoleVerifiers(FactBase):
+    """
+    Each existing role's password as ``pg_authid`` holds it, reduced to a digest
+    (``scram.digest``: iterations, salt and the SHA-256 of the keys, never the keys; "" for
+    a password that is not SCRAM), asked as the superuser over the local socket (run with
+    ``_su_user="postgres"``). A role without a password maps to None, an absent role is
+    missing, and a cluster that does not answer yet gives {}. Only a superuser may read
+    ``pg_authid``: the pilot's cluster, never a managed service.
+
+    .. code:: python
+
+        {"zeroui_tenant_app": "4096:c2FsdA==:9f86d0…", "zeroui_tenant_ro": None}
+    """
+
+    default = dict
+
+    def command(self, roles: tuple[str, ...], port: int) -> StringCommand:
+        query = sql.SQL(
+            "SELECT json_object_agg(rolname, CASE WHEN starts_with(rolpassword, 'SCRAM-SHA-256$')"
+            " THEN split_part(rolpassword, '$', 2) || ':'"
+            " || encode(sha256(convert_to(split_part(rolpassword, '$', 3), 'UTF8')), 'hex')"
+            " WHEN rolpassword IS NOT NULL THEN '' END)"
+            " FROM pg_authid WHERE rolname = ANY({})"
+        ).format(sql.Literal(list(roles)))
+        return StringCommand(
+            "psql", "-XAtq", "-p", str(port), "-d", MAINTENANCE_DB, "-c", QuoteString(query.as_string()),
+            "2>/dev/null", "||", "true",
+        )
+
+    def process(self, output):
+        text = "".join(output).strip()
+        return json.loads(text) if text else {}
+
+
 @dataclass(frozen=True)
 class FileState:
     mode: str  # octal, e.g. "600"

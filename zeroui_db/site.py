@@ -10,15 +10,13 @@ from .config import ConfigError, Endpoint, Server, Site, parse_site
 from .facts import PostgresHost, XdgDirs
 from .layout import ClusterLayout, layout
 from .privilege import AS_CONNECTING_USER
-from .secret_store import SecretStore
+from .secret_store import LOGIN_ROLES, SecretStore
 from .tls import SiteCA
 
 # The inventory group whose one host runs the pilot's PostgreSQL cluster.
 SERVER_GROUP = "workstation"
 # Where the deploy works on managed endpoints from: the operator's machine (usually @local).
 ADMIN_GROUP = contract.ADMIN_HOSTS.key
-# Every login role's password the deploy manages: the planes' and the audit's.
-LOGIN_ROLES = (*(r for p in contract.POSTGRES_PLANES for r in p.login_roles), contract.AUDIT_ROLE)
 # pyinfra 3.10 hands a sudo or su password to the host on a command line (``env
 # PYINFRA_SUDO_PASSWORD=… sudo -A …``), where every local user can read it in /proc.
 PASSWORD_ARGUMENTS = ("_sudo_password", "_su_password")

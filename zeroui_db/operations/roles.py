@@ -20,10 +20,11 @@ from ..secret_store import SecretStore
 
 
 def superuser_psql(port: int, script: str) -> StringCommand:
-    """psql as the local superuser (peer authentication), the script on stdin: it may hold verifiers."""
+    """psql as the local superuser (peer authentication), the script on stdin: it may hold
+    verifiers. One transaction: a run killed midway leaves all of it or none, never half."""
     return as_server_user(
-        "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", str(port), "-d", contract.MAINTENANCE_DB,
-        "-f", "-", _stdin=script,
+        "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-p", str(port),
+        "-d", contract.MAINTENANCE_DB, "-f", "-", _stdin=script,
     )
 
 
