@@ -10,16 +10,18 @@ ambiguous networks) are contract logic that no schema library expresses.
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pyinfra.api.exceptions import PyinfraError
 
 from . import contract
 from .contract import ClientGroup, Plane
+from .networks import IPNetwork, NetworkRanges
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
@@ -128,6 +130,10 @@ class GroupAccess:
     group: ClientGroup
     networks: tuple[IPNetwork, ...]
     planes: tuple[Plane, ...]
+
+    @cached_property  # built once per site: validation and pg_hba ask the same questions
+    def ranges(self) -> NetworkRanges:
+        return NetworkRanges(self.networks)
 
 
 @dataclass(frozen=True)
@@ -444,15 +450,16 @@ def reaches(access: GroupAccess, plane: Plane) -> bool:
 
 def overlaps(site: Site, rule: contract.BoundaryRule):
     """Where the rule's group shares addresses with a group that may reach a forbidden plane:
-    ``(index, network, other group's access, other network)`` for each overlapping pair."""
+    ``(index, network, other group's access, other network)``, one for each of the rule
+    group's networks and each such group it overlaps, in group and network order."""
     mine = site.access(rule.group)
     for other in site.clients.values():
         if other is mine or not any(reaches(other, p) for p in rule.forbidden):
             continue
         for i, net in enumerate(mine.networks):
-            for theirs in other.networks:
-                if net.version == theirs.version and net.overlaps(theirs):
-                    yield i, net, other, theirs
+            j = other.ranges.overlapping(net)
+            if j is not None:
+                yield i, net, other, other.networks[j]
 
 
 def _check_boundaries(site: Site, r: _Reader) -> None:
