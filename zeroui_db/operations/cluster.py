@@ -4,11 +4,13 @@ host already matches."""
 
 from __future__ import annotations
 
+from psycopg import sql
 from pyinfra import host
-from pyinfra.api import OperationError, StringCommand, operation
+from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt
 
+from ..contract import MAINTENANCE_DB
 from ..facts import ClusterServerState, FilesState
 from ..layout import ClusterLayout
 
@@ -51,7 +53,7 @@ def present(cluster: ClusterLayout):
         return
     yield StringCommand(
         "pg_createcluster", "--port", str(cluster.port), "--locale", "C.UTF-8", "--encoding", "UTF8",
-        str(cluster.version), cluster.name, "--", "--auth-local=peer", "--auth-host=scram-sha-256",
+        str(cluster.version), QuoteString(cluster.name), "--", "--auth-local=peer", "--auth-host=scram-sha-256",
     )
 
 
@@ -70,7 +72,7 @@ def running(cluster: ClusterLayout):
 
         cluster.running(name="Run the cluster", cluster=layout)
     """
-    ctl = ("pg_ctlcluster", str(cluster.version), cluster.name)
+    ctl = ("pg_ctlcluster", str(cluster.version), QuoteString(cluster.name))
     state = host.get_fact(
         ClusterServerState, version=cluster.version, cluster=cluster.name, port=cluster.port,
         files=cluster.config_files, _su_user="postgres",
@@ -91,14 +93,13 @@ def running(cluster: ClusterLayout):
         )
     # pg_ctlcluster reload only signals the server; wait until it has re-read its files,
     # then restart only if a setting reports that it needs one.
-    v, n, port = cluster.version, cluster.name, cluster.port
-    query = (
-        f"SELECT extract(epoch FROM pg_conf_load_time()) > {state.conf_load_time},"
-        " (SELECT count(*) FROM pg_settings WHERE pending_restart)"
-    )
-    yield (
-        f"pg_ctlcluster {v} {n} reload && for i in $(seq 100); do "
-        f"case $(runuser -u postgres -- psql -XAtq -p {port} -d postgres -c '{query}') in "
-        f"'t|0') exit 0;; t*) exec pg_ctlcluster {v} {n} restart;; esac; sleep 0.1; done; "
-        f"echo 'cluster {v}/{n} did not reload within 10 s' >&2; exit 1"
+    query = sql.SQL(
+        "SELECT extract(epoch FROM pg_conf_load_time()) > {}, (SELECT count(*) FROM pg_settings WHERE pending_restart)"
+    ).format(sql.Literal(state.conf_load_time)).as_string()
+    yield StringCommand(
+        *ctl, "reload", "&&", "for i in $(seq 100); do",
+        "case", "$(runuser -u postgres -- psql -XAtq -p", str(cluster.port), "-d", MAINTENANCE_DB,
+        "-c", QuoteString(query), ")", "in", "'t|0') exit 0;;", "t*) exec", *ctl, "restart;;", "esac;",
+        "sleep 0.1;", "done;",
+        "echo", QuoteString(f"cluster {cluster.version}/{cluster.name} did not reload within 10 s"), ">&2;", "exit 1",
     )
