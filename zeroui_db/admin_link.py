@@ -33,11 +33,11 @@ _LOCAL = "127.0.0.1"  # where the SSH forwarder listens on the control machine
 
 
 def connect_kwargs(server: Server, password: str, dbname: str, ca_file: str, port: int | None = None,
-                   hostaddr: str | None = None) -> dict:
+                   hostaddr: str | None = None, user: str | None = None) -> dict:
     # The password is handed to libpq in-process: never on a command line. ``host`` is the
     # name the certificate must carry; ``hostaddr`` is where a tunnel really is.
     kwargs = {
-        "host": server.admin_host, "port": port or server.port, "dbname": dbname, "user": server.admin_user,
+        "host": server.admin_host, "port": port or server.port, "dbname": dbname, "user": user or server.admin_user,
         "password": password, "sslmode": "verify-full", "sslrootcert": ca_file,
         "channel_binding": server.first.channel_binding, "connect_timeout": 10,
         "application_name": "zeroui-deploy", "autocommit": True,
@@ -50,8 +50,8 @@ def connect_kwargs(server: Server, password: str, dbname: str, ca_file: str, por
 class AdminLink:
     """Admin connections to one server, one per database, opened on first use."""
 
-    def __init__(self, host, server: Server, password: str, ca_file: str):
-        self.server, self.password, self.ca_file = server, password, ca_file
+    def __init__(self, host, server: Server, password: str, ca_file: str, user: str | None = None):
+        self.server, self.password, self.ca_file, self.user = server, password, ca_file, user
         self._reach = _reach(host, server)
         self.hostaddr, self.local_port = self._reach.__enter__()
         self.conns: dict[str, psycopg.Connection] = {}
@@ -70,7 +70,8 @@ class AdminLink:
         if conn is None or conn.closed or conn.broken:
             self.counts["connections"] += 1
             conn = self.conns[dbname] = psycopg.connect(
-                **connect_kwargs(self.server, self.password, dbname, self.ca_file, self.local_port, self.hostaddr),
+                **connect_kwargs(self.server, self.password, dbname, self.ca_file, self.local_port, self.hostaddr,
+                                 self.user),
                 cursor_factory=self._cursor,
             )
         return conn
@@ -98,7 +99,7 @@ def _close_shared() -> None:
 
 
 @contextmanager
-def admin_connect(host, server: Server, password: str, ca_file: str) -> Iterator[Connect]:
+def admin_connect(host, server: Server, password: str, ca_file: str, user: str | None = None) -> Iterator[Connect]:
     """Yield a function returning the admin connection to a database of ``server``.
 
     While executing, connections are kept and shared by later operations; while preparing
@@ -108,10 +109,10 @@ def admin_connect(host, server: Server, password: str, ca_file: str) -> Iterator
     (bench/deploy_bench.py counts a no-op's SQL round trips from it).
     """
     shared = host.state.current_stage == StateStage.Execute
-    key = (host.name, server.admin_host, server.port, server.admin_user, password, ca_file)
+    key = (host.name, server.admin_host, server.port, user or server.admin_user, password, ca_file)
     link = _SHARED.get(key) if shared else None
     if link is None:
-        link = AdminLink(host, server, password, ca_file)
+        link = AdminLink(host, server, password, ca_file, user)
         if shared:
             _SHARED[key] = link
     before = dict(link.counts)

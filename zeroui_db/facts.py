@@ -11,6 +11,7 @@ from pyinfra.api import FactBase, QuoteString, StringCommand
 
 from .catalog import ROLE_ATTRIBUTES
 from .contract import MAINTENANCE_DB
+from .privilege import as_server_user
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,8 @@ class ServerState:
 
 class ClusterServerState(FactBase):
     """
-    What a running cluster has loaded, asked as the superuser over the local socket.
-    Run it with ``_su_user="postgres"``; None when the cluster is not online.
+    What a running cluster has loaded, asked as the superuser over the local socket (needs
+    root); None when the cluster is not online.
     """
 
     default = lambda self: None  # noqa: E731
@@ -96,8 +97,8 @@ class ClusterServerState(FactBase):
         # The pid file tells "running" without pg_lsclusters (a perl start-up per call).
         return StringCommand(
             "test", "-s", QuoteString(f"/var/run/postgresql/{version}-{cluster}.pid"), "||", "exit 0;",
-            "echo", "server=$(psql", "-XAtq", "-F", "'|'", "-p", QuoteString(str(port)), "-d", MAINTENANCE_DB,
-            "-c", QuoteString(query), "2>/dev/null);",
+            "echo", "server=$(", as_server_user("psql", "-XAtq", "-F", "'|'", "-p", QuoteString(str(port)),
+                                                 "-d", MAINTENANCE_DB, "-c", QuoteString(query)), "2>/dev/null);",
             "stat", "-c", "'mtime=%.9Y %n'", *(QuoteString(f) for f in files), "2>/dev/null;", "true",
         )
 
@@ -121,7 +122,7 @@ class ClusterServerState(FactBase):
 class RoleAttributes(FactBase):
     """
     A role's attributes as ``pg_roles`` shows them, asked as the superuser over the
-    local socket (run with ``_su_user="postgres"``); None when the role is absent or the
+    local socket (needs root); None when the role is absent or the
     cluster does not answer yet.
 
     .. code:: python
@@ -134,7 +135,7 @@ class RoleAttributes(FactBase):
     def command(self, role: str, port: int) -> StringCommand:
         query = sql.SQL("SELECT {} FROM pg_roles WHERE rolname = {}").format(ROLE_ATTRIBUTES, sql.Literal(role))
         return StringCommand(
-            "psql", "-XAtq", "-p", str(port), "-d", MAINTENANCE_DB, "-c", QuoteString(query.as_string()),
+            as_server_user("psql", "-XAtq", "-p", str(port), "-d", MAINTENANCE_DB, "-c", QuoteString(query.as_string())),
             "2>/dev/null", "||", "true",
         )
 

@@ -83,7 +83,8 @@ def rules(site: Site, superuser: str = "postgres") -> list[HbaRule]:
         out += [HbaRule("host", dbs, ("all",), net, "reject", label) for net in collapse(own)]
 
     admin_dbs = (contract.MAINTENANCE_DB, *(p.store for p in contract.POSTGRES_PLANES))
-    out += [HbaRule("hostssl", admin_dbs, (contract.ADMIN_ROLE,), net, "scram-sha-256", "admin hosts")
+    out += [HbaRule("hostssl", admin_dbs, (contract.ADMIN_ROLE, contract.AUDIT_ROLE), net, "scram-sha-256",
+                    "admin hosts: the deploy's admin and the audit")
             for net in collapse(site.access(contract.ADMIN_HOSTS).networks)]
 
     for plane in contract.POSTGRES_PLANES:

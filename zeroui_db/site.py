@@ -10,6 +10,7 @@ from . import contract, envdir
 from .config import ConfigError, Endpoint, Server, Site, parse_site
 from .facts import FilesState, GroupExists, PostgresHost, RegularFiles, XdgDirs
 from .layout import ClusterLayout, layout
+from .privilege import AS_CONNECTING_USER
 from .secret_store import SecretStore
 from .tls import SiteCA
 
@@ -19,8 +20,11 @@ SERVER_GROUP = "workstation"
 ADMIN_GROUP = contract.ADMIN_HOSTS.key
 # The inventory groups the deploy gives something to; hosts of any other group would get nothing.
 KNOWN_GROUPS = (SERVER_GROUP, *contract.CLIENT_GROUPS_BY_KEY)
-# Every login role's password the deploy manages on a workstation cluster.
-LOGIN_ROLES = tuple(r for p in contract.POSTGRES_PLANES for r in p.login_roles)
+# Every login role's password the deploy manages: the planes' and the audit's.
+LOGIN_ROLES = (*(r for p in contract.POSTGRES_PLANES for r in p.login_roles), contract.AUDIT_ROLE)
+# pyinfra 3.10 hands a sudo or su password to the host on a command line (``env
+# PYINFRA_SUDO_PASSWORD=… sudo -A …``), where every local user can read it in /proc.
+PASSWORD_ARGUMENTS = ("_sudo_password", "_su_password")
 
 
 def site_data(inventory) -> dict:
@@ -61,6 +65,7 @@ class Deployment:
 def load(inventory) -> Deployment:
     """Parse and check the inventory's site; make the control machine's secrets and CA."""
     site = parse_site(site_data(inventory))
+    check_privilege(site.name, inventory)
     store = SecretStore(site.name)
     _check_groups(site, inventory)
     # Only a site with servers or service hosts has passwords and a CA; a laptop never does.
@@ -82,6 +87,18 @@ def load(inventory) -> Deployment:
     own_ca = serves and site.cluster is not None and site.cluster.ssl_cert_file is None
     ca = SiteCA.load_or_create(store.path.parent, site.name) if own_ca else None
     return Deployment(site, store, ca)
+
+
+def check_privilege(site_name: str, inventory) -> None:
+    """Refuse a sudo or su password: the deploying user needs a rule that asks none."""
+    config = inventory.state.config if inventory.state else None
+    for h in inventory:
+        for key in PASSWORD_ARGUMENTS:
+            if h.data.get(key) or getattr(config, key.lstrip("_").upper(), None):
+                raise ConfigError(
+                    site_name, key, f"pyinfra would pass it on {h.name}'s command line, readable by every local user",
+                    "give the deploying user a sudo rule with NOPASSWD instead (README: \"A remote workstation (SSH)\")",
+                )
 
 
 def _check_groups(site: Site, inventory) -> None:
@@ -176,7 +193,7 @@ class IdePaths:
 
 def ide_paths(site: Site, host) -> IdePaths:
     """Where the IDE plane lives on a laptop: the user's XDG directories unless configured."""
-    xdg = host.get_fact(XdgDirs) if not (site.ide.data_dir and site.ide.config_dir) else {}
+    xdg = host.get_fact(XdgDirs, **AS_CONNECTING_USER) if not (site.ide.data_dir and site.ide.config_dir) else {}
     data = site.ide.data_dir or f"{xdg['data']}/zeroui"
     config = site.ide.config_dir or f"{xdg['config']}/zeroui"
     return IdePaths(f"{data}/{contract.IDE.store}", f"{config}/{contract.IDE.key}.env")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from .audit import audit
 from .network_rules import network_rules
 
 
@@ -13,4 +14,5 @@ def main() -> None:
     """ZeroUI DB planes: what the contract asks of a site, and whether it holds."""
 
 
+main.add_command(audit)
 main.add_command(network_rules)

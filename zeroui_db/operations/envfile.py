@@ -1,11 +1,8 @@
 """Env files holding a plane's database URL (a secret) on the hosts that run its services,
 and the CA certificate that URL trusts.
 
-Written by hand rather than with ``files.put``/``files.template``: those print file
-contents under ``--diff``, and with ``sudo`` they upload through a temporary file that
-other users can read. Here contents travel on the privileged command's stdin into a file
-created under umask 077 beside its final name, then renamed: no moment, no place, where
-another user could read them. Contents are compared by hash and never logged.
+Contents travel on the privileged command's stdin (``private_file``), never through a
+temporary file another user could read, and are compared by hash, never logged.
 
 The directory's owner and mode are set only when the bundle made it (see
 :mod:`zeroui_db.envdir`); the deploy refuses an unsafe directory before anything runs.
@@ -13,7 +10,6 @@ The directory's owner and mode are set only when the bundle made it (see
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 
 from pyinfra import host
@@ -23,17 +19,10 @@ from .. import envdir, envfiles
 from ..config import Endpoint, Site
 from ..facts import FilesState
 from ..secret_store import SecretStore
+from . import private_file
 
 DIR_MODE = envdir.DIR_MODE
 CA_MODE = "644"  # public; the directory still limits who reaches it
-
-
-def _put(path: str, content: bytes, owner: str, group: str, mode: str) -> StringCommand:
-    new = QuoteString(f"{path}.new")
-    return StringCommand(
-        "umask 077 &&", "cat", ">", new, "&&", "chown", QuoteString(f"{owner}:{group}"), new,
-        "&&", "chmod", mode, new, "&&", "mv", "-f", new, QuoteString(path), _stdin=content.decode(),
-    )
 
 
 @operation()
@@ -76,10 +65,8 @@ def plane_urls(site: Site, endpoints: tuple[Endpoint, ...], store: SecretStore, 
                             "chmod", DIR_MODE, QuoteString(cfg.dir))
     changed = False
     for path, (content, file_mode) in wanted.items():
-        current = have.get(path)
-        if current is None or current.sha1 != hashlib.sha1(content).hexdigest() or (
-                current.mode, current.user, current.group) != (file_mode, owner, group):
+        if private_file.differs(have.get(path), content, owner, group, file_mode):
             changed = True
-            yield _put(path, content, owner, group, file_mode)
+            yield private_file.put(path, content, owner, group, file_mode)
     if not changed:
         host.noop(f"env files and CA certificates in {cfg.dir} are current")

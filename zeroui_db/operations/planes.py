@@ -9,7 +9,7 @@ from pyinfra.api import OperationError, operation
 from pyinfra.api.command import FunctionCommand
 from pyinfra.api.state import StateStage
 
-from .. import catalog, converge, grants
+from .. import catalog, converge, grants, privilege
 from ..admin_link import admin_connect
 from ..config import Server
 from .report import fail, progress
@@ -68,8 +68,7 @@ def _execute(state, host, server: Server, password: str, ca_file: str, store,
             if roles and server.workstation:
                 for step in roles:
                     progress(step.summary, host)
-                command = superuser_psql(server.port, converge.superuser_script(roles))
-                ok, output = host.run_shell_command(command, **command.connector_arguments)
+                ok, output = privilege.run(host, superuser_psql(server.port, converge.superuser_script(roles)))
                 if not ok:
                     return fail(host, f"{server.key}: role steps failed: {output.stderr.strip()[-500:]}")
                 for step in roles:
