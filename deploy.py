@@ -16,7 +16,7 @@ from pyinfra.operations import files
 from zeroui_db import contract, envfiles, hba
 from zeroui_db.operations import cluster, envfile, ide, planes, private_file, roles, schemas, tls
 from zeroui_db.privilege import AS_CONNECTING_USER, SERVER_USER
-from zeroui_db.site import SERVER_GROUP, ide_paths, load, server_plan, servers_worked_from
+from zeroui_db.site import SERVER_GROUP, check_env_dir, ide_paths, load, server_plan, servers_worked_from
 from zeroui_db.templates import render_template, template_path
 
 deployment = load(inventory)
@@ -58,6 +58,7 @@ for server in servers_worked_from(deployment, host, inventory):
 
 served = tuple(site.endpoint(g.plane) for g in contract.SERVICE_GROUPS if host in inventory.get_group(g.key, []))
 if served:
+    check_env_dir(site, host)  # before anything runs, as every refusal
     envfile.plane_urls(
         name=f"Env files: {', '.join(e.plane.env_var for e in served)}", site=site, endpoints=served,
         store=deployment.store, ca_pems={e.plane.key: deployment.ca_pem(e) for e in served},

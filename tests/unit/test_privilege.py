@@ -187,7 +187,7 @@ def test_unchanged_content_is_detected_as_sent(tmp_path):
     target = tmp_path / "f"
     user, group = _me()
     assert _put(target, b"no newline", user, group, "600").returncode == 0
-    command = FilesState().command(paths=(str(target),))
+    command = FilesState().command(paths=(str(target),)).get_raw_value()
     have = FilesState().process(subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout.splitlines())
     assert not private_file.differs(have[str(target)], b"no newline", user, group, "600")
     assert private_file.differs(have[str(target)], b"other", user, group, "600")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from psycopg import sql
 from pyinfra import host
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 from pyinfra.facts.deb import DebPackages
@@ -138,7 +139,7 @@ def running(cluster: ClusterLayout):
 
         cluster.running(name="Run the cluster", cluster=layout)
     """
-    ctl = ("pg_ctlcluster", str(cluster.version), cluster.name)
+    ctl = ("pg_ctlcluster", str(cluster.version), QuoteString(cluster.name))
     state = host.get_fact(
         ClusterServerState, version=cluster.version, cluster=cluster.name, port=cluster.port,
         files=cluster.config_files,
@@ -163,14 +164,13 @@ def running(cluster: ClusterLayout):
         )
     # pg_ctlcluster reload only signals the server; wait until it has re-read its files,
     # then restart only if a setting reports that it needs one.
-    v, n, port = cluster.version, cluster.name, cluster.port
-    query = (
-        f"SELECT extract(epoch FROM pg_conf_load_time()) > {state.conf_load_time},"
-        " (SELECT count(*) FROM pg_settings WHERE pending_restart)"
-    )
-    yield (
-        f"pg_ctlcluster {v} {n} reload && for i in $(seq 100); do "
-        f"case $({as_server_user('psql')} -XAtq -p {port} -d {MAINTENANCE_DB} -c '{query}') in "
-        f"'t|0') exit 0;; t*) exec pg_ctlcluster {v} {n} restart;; esac; sleep 0.1; done; "
-        f"echo 'cluster {v}/{n} did not reload within 10 s' >&2; exit 1"
+    query = sql.SQL(
+        "SELECT extract(epoch FROM pg_conf_load_time()) > {}, (SELECT count(*) FROM pg_settings WHERE pending_restart)"
+    ).format(sql.Literal(state.conf_load_time)).as_string()
+    yield StringCommand(
+        *ctl, "reload", "&&", "for i in $(seq 100); do",
+        "case", "$(", as_server_user("psql", "-XAtq", "-p", str(cluster.port), "-d", MAINTENANCE_DB,
+                                     "-c", QuoteString(query)), ")", "in",
+        "'t|0') exit 0;;", "t*) exec", *ctl, "restart;;", "esac;", "sleep 0.1;", "done;",
+        "echo", QuoteString(f"cluster {cluster.version}/{cluster.name} did not reload within 10 s"), ">&2;", "exit 1",
     )
