@@ -25,6 +25,7 @@ from ..contract import Plane
 from ..secret_store import SecretStore
 from ..site import ADMIN_GROUP, SERVER_GROUP, Deployment
 from . import checksums, freeze, preflight, state, switch, transfer
+from .checksums import Digest
 from .state import COPIED, COPYING, DONE, FROZEN, ROLLED_BACK, SWITCHED, VERIFIED, CutoverState
 from .verify import SCHEMA as REPORT_SCHEMA
 from .verify import PlaneVerification, summary, verify
@@ -284,7 +285,10 @@ class Cutover:
             tgt = stack.enter_context(self.target.session(plane))
             chain = stack.enter_context(self.target.session(plane))
             tables = self.sources[plane.key].tables
-            result = verify(plane, tables, src, tgt, chain, (self.source.address(plane), self.target.address(plane)))
+            sent = {name: Digest(e["rows"], e["bytes"], e["sha256"])
+                    for name, e in self.record.plane(plane.key)["tables"].items() if e["status"] == DONE}
+            result = verify(plane, tables, src, tgt, chain, (self.source.address(plane), self.target.address(plane)),
+                            sent)
         times["verify"] = result.seconds
         self.verifications.append(result)
         self.say("\n".join(summary(result)))

@@ -85,8 +85,8 @@ class PlaneVerification:
                 "chain": self.chain.as_dict() if self.chain else None}
 
 
-def _side(conn: psycopg.Connection, tables: list[Table]) -> tuple[dict[str, Digest], dict, tuple | None]:
-    digests = {t.name: digest(conn, t) for t in tables}
+def _side(conn: psycopg.Connection, tables: list[Table], known: dict[str, Digest]) -> tuple[dict, dict, tuple | None]:
+    digests = {t.name: known.get(t.name) or digest(conn, t) for t in tables}
     sequences = {}
     for t in tables:
         sequences.update(sequence_states(conn, t))
@@ -103,14 +103,17 @@ def _chain(conn: psycopg.Connection) -> int | None:
 
 
 def verify(plane: Plane, tables: list[Table], source: psycopg.Connection, target: psycopg.Connection,
-           target_chain: psycopg.Connection, addresses: tuple[str, str]) -> PlaneVerification:
+           target_chain: psycopg.Connection, addresses: tuple[str, str],
+           sent: dict[str, Digest] | None = None) -> PlaneVerification:
     """Hold the target's copy of ``plane`` against the source. Three sessions, read at once:
-    the source, the target, and the target again for its chain check (``target_chain``)."""
+    the source, the target, and the target again for its chain check (``target_chain``).
+    ``sent``: the source's digests of tables as their copy streamed them out of the frozen
+    source (the same query and hashing), so the source is not read twice."""
     started = time.monotonic()
     has_chain = any(t.name == CHAIN_TABLE for t in tables)
     with ThreadPoolExecutor(3) as pool:
-        mine = pool.submit(_side, source, tables)
-        theirs = pool.submit(_side, target, tables)
+        mine = pool.submit(_side, source, tables, sent or {})
+        theirs = pool.submit(_side, target, tables, {})
         chain = pool.submit(_chain, target_chain) if has_chain else None
         (src, src_seq, src_head), (tgt, tgt_seq, tgt_head) = mine.result(), theirs.result()
         broken = chain.result() if chain else None
