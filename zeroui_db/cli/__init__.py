@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from .audit import audit
+from .cutover import cutover
 from .network_rules import network_rules
 from .verify import verify
 
@@ -16,5 +17,6 @@ def main() -> None:
 
 
 main.add_command(audit)
+main.add_command(cutover)
 main.add_command(network_rules)
 main.add_command(verify)
