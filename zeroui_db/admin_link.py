@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -187,6 +189,11 @@ class _Forwarder:
                 sock, peer = self.server.accept()
             except OSError:  # closed by __exit__
                 return
+            if not own_connection(sock):
+                logger.warning(f"admin link: refused a connection to the tunnel from {peer[0]}:{peer[1]}: "
+                               "it is not this deploy's")
+                sock.close()
+                continue
             try:
                 channel = self.transport.open_channel("direct-tcpip", self.remote, peer)
             except (SSHException, OSError) as e:
@@ -197,6 +204,43 @@ class _Forwarder:
                 continue
             threading.Thread(target=_pipe, args=(sock, channel), daemon=True).start()
             threading.Thread(target=_pipe, args=(channel, sock), daemon=True).start()
+
+
+def own_connection(sock: socket.socket) -> bool:
+    """Whether the client end of ``sock``, accepted on loopback, is a socket of this process.
+
+    Why: the forwarder listens on 127.0.0.1 of the operator's machine, where any local user
+    may connect, and what it pipes reaches the server's loopback through the SSH session.
+    The only connections it is there for are libpq's, made from this very process (psycopg
+    runs libpq in-process). Linux lists every TCP socket with its inode in /proc/net/tcp,
+    and each socket a process holds open as ``socket:[inode]`` in /proc/self/fd, so the
+    client's end can be looked up and must be one of ours. A check of the peer's uid alone
+    would admit every process of the same user, and SO_PEERCRED exists only for unix
+    sockets, which libpq never uses for TLS. Without /proc, nothing is served.
+    """
+    try:
+        client, listener = sock.getpeername()[:2], sock.getsockname()[:2]
+        with open("/proc/net/tcp") as f:
+            next(f)  # the header
+            inodes = [fields[9] for fields in map(str.split, f)
+                      if _address(fields[1]) == client and _address(fields[2]) == listener]
+        if not inodes:
+            return False
+        ours = set()
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                ours.add(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:  # closed meanwhile
+                continue
+    except OSError:
+        return False
+    return f"socket:[{inodes[0]}]" in ours
+
+
+def _address(field: str) -> tuple[str, int]:
+    """An IPv4 "address:port" of /proc/net/tcp: the address in host byte order, in hex."""
+    address, port = field.split(":")
+    return socket.inet_ntoa(struct.pack("=I", int(address, 16))), int(port, 16)
 
 
 def _pipe(src, dst) -> None:

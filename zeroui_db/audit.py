@@ -23,7 +23,7 @@ from .live import HbaLine, Observation
 
 CRITICAL, HIGH, MEDIUM, LOW = "critical", "high", "medium", "low"
 PASS, FAIL, NOT_VISIBLE, NOT_APPLICABLE = "pass", "fail", "not visible", "n/a"
-SUPERUSER = "postgres"
+SUPERUSER = contract.SUPERUSER
 WIDEST_NETWORK = 65_536  # CIS 5.9: an allowed range wider than this is too large
 CERTIFICATE_WARN_DAYS = tls.REISSUE_BEFORE_DAYS
 

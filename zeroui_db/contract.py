@@ -123,6 +123,8 @@ ADMIN_ROLE = "zeroui_admin"
 AUDIT_ROLE = "zeroui_audit"
 # The database the admin role connects to for cluster-wide work.
 MAINTENANCE_DB = "postgres"
+# The cluster's bootstrap superuser: the local socket only, never over TCP.
+SUPERUSER = "postgres"
 
 
 @dataclass(frozen=True)

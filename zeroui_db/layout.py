@@ -30,6 +30,12 @@ class ClusterLayout:
         return f"{self.conf_dir}/pg_hba.conf"
 
     @property
+    def creation_marker(self) -> str:
+        """Present from just before ``pg_createcluster`` until the cluster is complete: a
+        cluster beside it is one this deploy began and never finished (see cluster.present)."""
+        return f"{self.conf_dir}/zeroui-unfinished"
+
+    @property
     def config_files(self) -> tuple[str, ...]:
         """Files the running server must have (re)loaded to be current."""
         return (self.postgresql_conf, self.pg_hba_conf, self.ssl_cert_file, self.ssl_key_file)

@@ -7,6 +7,7 @@ from collections import defaultdict
 import click
 
 from .audit import CRITICAL, FAIL, HIGH, LOW, MEDIUM, NOT_VISIBLE, PASS, Cell, Report
+from . import contract
 from .templates import render_template
 
 SEVERITY_ORDER = {CRITICAL: 0, HIGH: 1, MEDIUM: 2, LOW: 3}
@@ -73,13 +74,24 @@ def text(report: Report, color: bool | None = None) -> str:
     return "\n".join(out)
 
 
+def _own_roles(group_key: str, server_admin: set[str]) -> set[str]:
+    """The roles a group's hosts are meant to use: its plane's login roles, or the admin's."""
+    group = contract.CLIENT_GROUPS_BY_KEY[group_key]
+    return set(group.credential_roles) | (server_admin if group is contract.ADMIN_HOSTS else set())
+
+
 def picture(report: Report) -> dict:
-    """Client groups (left) and plane databases (right) with one edge per (group, database):
-    red where any role's cell drifts, green where the contract's access holds."""
+    """Client groups (left) and plane databases (right) with one edge per (group, database)
+    where the group's own roles get in (green), and wherever any cell drifts (red)."""
     groups = list(dict.fromkeys(c.group for c in report.matrix))
     databases = list(dict.fromkeys((c.server, c.database) for c in report.matrix))
+    plane_roles = {r for p in contract.POSTGRES_PLANES for r in p.login_roles}
+    # The admin and audit logins (a provider's master user on a managed service).
+    admins = {c.role for c in report.matrix if c.group == contract.ADMIN_HOSTS.key and c.want} - plane_roles
     edges = {}
     for c in report.matrix:
+        if c.state != "drift" and c.role not in _own_roles(c.group, admins):
+            continue  # shared addresses let others in too; the picture shows what each group is for
         key = (c.group, (c.server, c.database))
         rank = {"drift": 3, "allowed": 2, "unknown": 1, "denied": 0}[c.state]
         if rank and rank > edges.get(key, ("", 0))[1]:

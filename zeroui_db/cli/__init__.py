@@ -8,6 +8,7 @@ import click
 from .audit import audit
 from .cutover import cutover
 from .network_rules import network_rules
+from .verify import verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,3 +19,4 @@ def main() -> None:
 main.add_command(audit)
 main.add_command(cutover)
 main.add_command(network_rules)
+main.add_command(verify)
