@@ -143,8 +143,9 @@ def psql16() -> str:
 
 class StandIn:
     def __init__(self, lab: Lab, host: str, address: str, ca: TestCA, master: str, master_password: str,
-                 port: int = 5432, allowed: list[str] | None = None):
-        """`allowed`: networks that may connect (the provider's network rules); default the lab's subnet."""
+                 port: int = 5432, allowed: list[str] | None = None, settings: dict[str, str] | None = None):
+        """`allowed`: networks that may connect (the provider's network rules); default the lab's subnet.
+        `settings`: more postgresql.conf lines, e.g. a service's memory for a benchmark."""
         if not _NAME_RE.match(master) or master == SUPERUSER:
             raise ValueError(f"bad master user name {master!r}")
         if ipaddress.ip_address(address) not in lab.subnet:
@@ -153,6 +154,7 @@ class StandIn:
         self.ca, self.master, self.master_password = ca, master, master_password
         self.allowed = [str(ipaddress.ip_network(n)) for n in (allowed or [str(lab.subnet)])]
         self.superuser = SUPERUSER
+        self.settings = dict(settings or {})
         self.netns = lab.netns(host)
         self.bin: Path | None = None
         self._dir: Path | None = None
@@ -266,7 +268,7 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 shared_buffers = '32MB'
-""")
+""" + "".join(f"{name} = '{value}'\n" for name, value in self.settings.items()))
         allowed = "".join(f"hostssl all all {net} scram-sha-256\n" for net in self.allowed)
         (self.data_dir / "pg_hba.conf").write_text(f"""\
 # The provider's network rules, as a stand-in. First match wins.

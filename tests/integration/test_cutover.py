@@ -218,14 +218,24 @@ def test_non_empty_target_is_refused(sites):
 
 
 def test_kill_during_the_copy_then_rollback_restores_writes(sites):
-    """kill -9 while receipts stream in (their append trigger waits on the chain's lock, held
-    here): nothing of the table is committed, the record says where it stood, a deploy of the
-    pilot refuses to lift the freeze, and --rollback lets the app role write again."""
+    """The freeze ends a service's open session (its write is rolled back). kill -9 while
+    receipts stream in (their append trigger waits on the chain's lock, held here): nothing of
+    the table is committed, the record says where it stood, a deploy of the pilot refuses to
+    lift the freeze, and --rollback lets the app role write again."""
     tenant = contract.TENANT
+    # A service in the middle of a write when the freeze comes: its session ends, the write is lost.
+    service = psycopg.connect(_env_url(sites.pilot.env_dir / f"{tenant.key}.env", tenant), connect_timeout=5)
+    service.execute("INSERT INTO receipts (kind, source, occurred_at, payload) VALUES "
+                    "('ide.check', 'zt:uncommitted', now(), '{}')")
     with superuser_session(sites.targets[tenant.key], tenant.store) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", [CHAIN_LOCK])
         killed = kill_when_blocked(sites, sites.targets[tenant.key], tenant.store, "advisory")
     assert killed.returncode == -signal.SIGKILL
+    with pytest.raises(psycopg.OperationalError):
+        service.execute("SELECT 1")
+    service.close()
+    assert superuser_rows(sites.pilot.port, tenant.store,
+                          "SELECT count(*) FROM receipts WHERE source = 'zt:uncommitted'") == [["0"]]
     record = sites.state()
     assert record["planes"][tenant.key]["status"] == "frozen"
     assert record["planes"][tenant.key]["tables"]["receipts"]["status"] == "copying"

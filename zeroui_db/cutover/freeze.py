@@ -36,12 +36,13 @@ def freeze(host, port: int, plane: Plane, connect: Connect) -> int:
     """Stop ``plane``'s writes on the cluster at ``port`` of ``host``; returns how many
     sessions were ended. ``connect`` (the admin's) checks that it took."""
     app = plane.app_role
-    # NOLOGIN first, so that an ended session cannot come back.
+    # NOLOGIN first and committed on its own (the superuser's psql runs a script as one
+    # transaction), so that an ended session cannot come back while the others end.
+    _run(host, port, sql.SQL("ALTER ROLE {} NOLOGIN;\n").format(sql.Identifier(app)))
     ended = _run(host, port, sql.SQL(
-        "ALTER ROLE {role} NOLOGIN;\n"
         "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, {wait})) FROM pg_stat_activity"
         " WHERE usename = {name};\n"
-    ).format(role=sql.Identifier(app), name=sql.Literal(app), wait=sql.Literal(TERMINATE_WAIT_MS)))
+    ).format(name=sql.Literal(app), wait=sql.Literal(TERMINATE_WAIT_MS)))
     can_login, sessions = _login_and_sessions(connect, app)
     if can_login or sessions:
         raise FreezeFailed(f"{plane.key}: {app} still {'logs in' if can_login else f'has {sessions} session(s)'} "
