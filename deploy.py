@@ -3,18 +3,19 @@
 Each PostgreSQL plane is an endpoint. On the pilot all three live on the workstation's
 cluster: its host gets PostgreSQL, the cluster, a certificate from the site's CA,
 postgresql.conf and pg_hba from the plane contract, and the admin role. Then, for every
-server, the same database-level path: the plane databases with their roles, privileges
-and schemas, worked on from the workstation (its own cluster) or from the admin host
-(managed services). Each service group's hosts get their plane's env file and CA
-certificate; IDE laptops the SQLite database, never PostgreSQL credentials. The inventory
-is validated before any operation is added, so a bad value changes nothing anywhere.
+server, the same database-level path: the plane databases with their roles, privileges and
+schemas, worked on from the workstation (its own cluster) or from the admin host (managed
+services). The pilot's cluster then gets the evidence guard. Each service group's hosts get
+their plane's env file and CA certificate; IDE laptops the SQLite database, never PostgreSQL
+credentials. The inventory is validated before any operation is added, so a bad value
+changes nothing anywhere.
 """
 
 from pyinfra import host, inventory
 from pyinfra.operations import files
 
 from zeroui_db import contract, envfiles, hba
-from zeroui_db.operations import cluster, envfile, ide, planes, roles, schemas, tls
+from zeroui_db.operations import cluster, envfile, evidence, ide, planes, roles, schemas, tls
 from zeroui_db.site import SERVER_GROUP, ide_paths, load, server_plan, servers_worked_from
 from zeroui_db.templates import template_path
 
@@ -38,7 +39,8 @@ if host in inventory.get_group(SERVER_GROUP, []):
         src=template_path("postgresql.conf.j2"), dest=pg.postgresql_conf,
         user="postgres", group="postgres", mode="644", create_remote_dir=False,
         site=site, cluster=pg, listen_addresses=[str(a) for a in site.cluster.listen_addresses],
-        ssl_cert_file=pg.ssl_cert_file, ssl_key_file=pg.ssl_key_file,
+        ssl_cert_file=pg.ssl_cert_file, ssl_key_file=pg.ssl_key_file, limits=site.limits,
+        max_connections=site.limits.max_connections(len(workstation.endpoints)),
     )
     files.template(
         name="pg_hba.conf (plane boundaries)",
@@ -55,6 +57,10 @@ for server in servers_worked_from(deployment, host, inventory):
     planes.converged(name=f"Plane databases, roles and privileges ({server.key})", server=server,
                      password=password, ca_file=ca_file, store=deployment.store)
     schemas.migrated(name=f"Plane schemas ({server.key})", server=server, password=password, ca_file=ca_file)
+
+if host in inventory.get_group(SERVER_GROUP, []):
+    evidence.guarded(name="Evidence guard", server=workstation, password=deployment.admin_password(workstation),
+                     ca_file=deployment.ca_file(workstation.first))
 
 served = tuple(site.endpoint(g.plane) for g in contract.SERVICE_GROUPS if host in inventory.get_group(g.key, []))
 if served:

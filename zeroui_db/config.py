@@ -35,6 +35,8 @@ ADMIN_LOOPBACK = "127.0.0.1"  # where the deploy's admin connection arrives, als
 LOOPBACK_NETWORKS = (f"{ADMIN_LOOPBACK}/32",)
 ENV_FILE_MODES = ("0600", "0640")
 CHANNEL_BINDING = ("require", "prefer")
+# A PostgreSQL duration as role settings take it: a positive whole number and a unit.
+DURATION_RE = re.compile(r"^[1-9][0-9]{0,8}(ms|s|min|h|d)\Z")
 
 
 class ConfigError(PyinfraError):
@@ -90,6 +92,7 @@ class Server:
     all three, a managed service one. Roles are per server, databases per endpoint."""
 
     endpoints: tuple[Endpoint, ...]
+    limits: Limits | None = field(default=None, compare=False)
 
     @property
     def first(self) -> Endpoint:
@@ -138,6 +141,31 @@ class EnvFiles:
 
 
 @dataclass(frozen=True)
+class RoleLimits:
+    """What one login role may hold: connections (CONNECTION LIMIT) and session settings
+    (ALTER ROLE … SET), e.g. ``(("lock_timeout", "5s"),)``."""
+
+    connections: int
+    settings: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-role limits, the same for every plane, and the connection budget they add up to."""
+
+    app: RoleLimits
+    readonly: RoleLimits
+    admin_connections: int  # the pilot's admin role (a provider's admin is the provider's)
+    reserved_connections: int  # for the superuser alone (superuser_reserved_connections)
+
+    def max_connections(self, planes: int) -> int:
+        """max_connections of a cluster holding ``planes`` plane databases: every role's limit
+        fits at once, with the superuser's reserve on top."""
+        return planes * (self.app.connections + self.readonly.connections) + self.admin_connections \
+            + self.reserved_connections
+
+
+@dataclass(frozen=True)
 class IdeConfig:
     data_dir: str | None  # None: $XDG_DATA_HOME/zeroui of the deploying user on the laptop
     config_dir: str | None  # None: $XDG_CONFIG_HOME/zeroui
@@ -152,6 +180,7 @@ class Site:
     clients: dict[str, GroupAccess] = field(hash=False)
     env_files: EnvFiles
     ide: IdeConfig
+    limits: Limits
 
     def access(self, group: ClientGroup) -> GroupAccess:
         return self.clients[group.key]
@@ -166,7 +195,7 @@ class Site:
         for plane in contract.POSTGRES_PLANES:
             e = self.endpoints[plane.key]
             by_address.setdefault((e.workstation, e.host, e.port), []).append(e)
-        return tuple(Server(tuple(group)) for group in by_address.values())
+        return tuple(Server(tuple(group), self.limits) for group in by_address.values())
 
 
 _KIND_NAMES = {int: "a whole number", str: "a string", list: "a list", dict: "a dict"}
@@ -217,7 +246,7 @@ def parse_site(data: Any, inventory: str = "?") -> Site:
             "give the workstation group a 'zeroui' dict (see README, 'Inventory format')",
         )
     top = _Reader(inventory, data, "")
-    top.only("site", "cluster", "endpoints", "clients", "env_files", "ide")
+    top.only("site", "cluster", "endpoints", "clients", "env_files", "ide", "limits")
     name = top.get("site", str, hint="name the site, e.g. 'pilot'")
     if not NAME_RE.match(name):
         top.fail("site", f"{name!r} is not a valid name", "use lowercase letters, digits, '-' and '_'")
@@ -244,6 +273,7 @@ def parse_site(data: Any, inventory: str = "?") -> Site:
         clients=_parse_clients(top.child("clients", {}), workstation=cluster is not None),
         env_files=_parse_env_files(top.child("env_files", {})),
         ide=_parse_ide(top.child("ide", {})),
+        limits=_parse_limits(top.child("limits", {})),
     )
     _check_boundaries(site, top)
     return site
@@ -435,6 +465,43 @@ def _parse_ide(r: _Reader) -> IdeConfig:
     if not 1 <= limit <= 1_000_000:
         r.fail(r.key("receipt_cache_limit"), f"{limit} is out of range", "keep between 1 and 1000000 receipts")
     return IdeConfig(dirs["data_dir"], dirs["config_dir"], limit)
+
+
+# Defaults: 3 planes x (20 + 5) + 10 + 5 = 90 connections on the pilot's cluster.
+_ROLE_LIMITS = {
+    "app": {"connections": 20, "statement_timeout": "30s", "lock_timeout": "5s",
+            "idle_in_transaction_session_timeout": "60s"},
+    "readonly": {"connections": 5, "statement_timeout": "5min", "lock_timeout": "5s",
+                 "idle_in_transaction_session_timeout": "60s"},
+}
+_ROLE_SETTINGS = ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
+
+
+def _count(r: _Reader, key: str, default: int, low: int, high: int, what: str) -> int:
+    value = r.get(key, int, default)
+    if not low <= value <= high:
+        r.fail(r.key(key), f"{value} is out of range", f"keep between {low} and {high} {what}")
+    return value
+
+
+def _parse_limits(r: _Reader) -> Limits:
+    r.only("app", "readonly", "admin_connections", "reserved_connections")
+    kinds = {}
+    for kind, defaults in _ROLE_LIMITS.items():
+        k = r.child(kind, {})
+        k.only("connections", *_ROLE_SETTINGS)
+        settings = []
+        for name in _ROLE_SETTINGS:
+            value = k.get(name, str, defaults[name])
+            if not DURATION_RE.match(value):
+                k.fail(k.key(name), f"{value!r} is not a duration",
+                       "write a whole number and a unit (ms, s, min, h, d), e.g. '5s'; 0 (no limit) is not allowed")
+            settings.append((name, value))
+        kinds[kind] = RoleLimits(_count(k, "connections", defaults["connections"], 1, 10_000, "connections"),
+                                 tuple(settings))
+    return Limits(kinds["app"], kinds["readonly"],
+                  _count(r, "admin_connections", 10, 2, 1_000, "connections"),
+                  _count(r, "reserved_connections", 5, 1, 100, "connections"))
 
 
 def reaches(access: GroupAccess, plane: Plane) -> bool:

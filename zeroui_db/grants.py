@@ -9,10 +9,10 @@ converged server yields no step.
 Two kinds of step, because PostgreSQL up to 15 lets any CREATEROLE role grant itself
 ``pg_execute_server_program`` and the like (a shell as the server's OS user):
 
-* **role** steps (CREATE/ALTER ROLE, memberships). On the pilot's cluster they run as the
-  local superuser over the unix socket, so the admin role that logs in over TCP needs no
-  CREATEROLE. On a managed service (PostgreSQL 16+, where CREATEROLE only reaches roles
-  its holder administers) they run as the provider's admin user.
+* **role** steps (CREATE/ALTER ROLE, connection limits and settings, memberships). On the
+  pilot's cluster they run as the local superuser over the unix socket, so the admin role
+  that logs in over TCP needs no CREATEROLE. On a managed service (PostgreSQL 16+, where
+  CREATEROLE only reaches roles its holder administers) they run as the provider's admin.
 * **database** steps (CREATE DATABASE, ACLs, default privileges), always as the admin
   role over TLS; inside a plane they run as its owner (``SET ROLE``), so the admin's
   membership in the owner needs SET only, never INHERIT.
@@ -27,7 +27,7 @@ from typing import Protocol
 from psycopg import sql
 
 from . import contract
-from .config import Endpoint, Server
+from .config import Endpoint, Limits, RoleLimits, Server
 from .contract import Plane
 
 ROLE, DATABASE = "role", "database"
@@ -58,6 +58,8 @@ DATABASE_OWNER_PRIVILEGES = frozenset({"CREATE", "TEMPORARY", "CONNECT"})
 LOGIN_DATABASE_PRIVILEGES = frozenset({"CONNECT"})
 SCHEMA = "public"
 LOGIN_SCHEMA_PRIVILEGES = frozenset({"USAGE"})
+# The evidence keeper owns the ledger's objects in the schema: it must be able to create there.
+KEEPER_SCHEMA_PRIVILEGES = frozenset({"USAGE", "CREATE"})
 # Default privileges on what the owner creates: pg_default_acl object types r (tables)
 # and S (sequences). The app role gets DML, never TRUNCATE, REFERENCES or TRIGGER.
 DEFAULT_PRIVILEGES = {
@@ -75,6 +77,13 @@ def role_attributes(plane: Plane, role: str) -> dict[str, bool]:
 def default_privileges(plane: Plane) -> dict[str, dict[str, frozenset[str]]]:
     """grantee role -> objtype -> privileges, for objects ``plane.owner_role`` creates."""
     return {plane.app_role: DEFAULT_PRIVILEGES["app"], plane.readonly_role: DEFAULT_PRIVILEGES["ro"]}
+
+
+def schema_privileges(plane: Plane) -> dict[str, frozenset[str]]:
+    """Who may do what in the plane's schema besides its owner: the login roles use it, the
+    evidence keeper (if the plane has one) also creates in it."""
+    keeper = {plane.keeper_role: KEEPER_SCHEMA_PRIVILEGES} if plane.keeps_evidence else {}
+    return {**{r: LOGIN_SCHEMA_PRIVILEGES for r in plane.login_roles}, **keeper}
 
 
 def database_privileges(plane: Plane, admin: str) -> dict[str, frozenset[str]]:
@@ -179,6 +188,28 @@ def role_steps(
     return steps
 
 
+def role_limits(plane: Plane, role: str, limits: Limits) -> RoleLimits | None:
+    """The connection limit and settings a plane role must carry; None for NOLOGIN roles."""
+    return {plane.app_role: limits.app, plane.readonly_role: limits.readonly}.get(role)
+
+
+def limit_steps(role: str, want: RoleLimits, have: dict | None) -> list[Step]:
+    """CONNECTION LIMIT and ALTER ROLE … SET for ``role`` where pg_roles (``connlimit``,
+    ``config``) differs; ``have`` None: the role is created in this plan, so everything."""
+    db, ident = contract.MAINTENANCE_DB, sql.Identifier(role)
+    have = have or {}
+    steps = []
+    if have.get("connlimit") != want.connections:
+        steps.append(Step(ROLE, db, sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(
+            ident, sql.Literal(want.connections)), f"limit role {role} to {want.connections} connections"))
+    current = dict(item.split("=", 1) for item in have.get("config") or ())
+    for name, value in want.settings:
+        if current.get(name) != value:
+            steps.append(Step(ROLE, db, sql.SQL("ALTER ROLE {} SET {} = {}").format(
+                ident, sql.Identifier(name), sql.Literal(value)), f"set {name} = {value} for role {role}"))
+    return steps
+
+
 def _acl_steps(on: sql.Composable, db: str, have: Grants, want: Grants, keep: set[str], what: str,
                as_role: str) -> list[Step]:
     """REVOKE what nobody should hold, GRANT what is missing; ``keep`` grantees are left alone."""
@@ -250,7 +281,7 @@ def plane_steps(endpoint: Endpoint, catalog: Catalog) -> list[Step]:
     # owned by pg_database_owner with USAGE for PUBLIC, no default privileges.
     schema_acl = state.schema_acl if state.schema_acl is not None else {
         "pg_database_owner": frozenset({"USAGE", "CREATE"}), PUBLIC: frozenset({"USAGE"})}
-    want_schema = {r: LOGIN_SCHEMA_PRIVILEGES for r in plane.login_roles}
+    want_schema = schema_privileges(plane)
     steps += _acl_steps(sql.SQL("SCHEMA {}").format(sql.Identifier(SCHEMA)), db, schema_acl, want_schema,
                         keep={"pg_database_owner", owner}, what=f"schema {SCHEMA} in {db}", as_role=owner)
     steps += _default_acl_steps(plane, db, state.default_acl or {}, owner)
@@ -304,6 +335,9 @@ def plan(server: Server, catalog: Catalog, passwords: Passwords) -> list[Step]:
                     verifier = lambda applied=applied: applied
             steps += role_steps(role, role_attributes(plane, role), catalog.roles.get(role), verifier,
                                 lambda v, role=role: passwords.record_applied(role, v), superuser=server.workstation)
+            limits = role_limits(plane, role, server.limits) if server.limits else None
+            if limits:
+                steps += limit_steps(role, limits, catalog.roles.get(role))
     steps += _membership_steps(server, catalog)
     for endpoint in server.endpoints:
         steps += plane_steps(endpoint, catalog)

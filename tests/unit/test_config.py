@@ -381,3 +381,41 @@ def test_cluster_paths_refuse_quotes(data, key):
     assert refused(data) == (
         f"inventory pilot: cluster.{key}: \"/etc/zeroui/tls/it's\" is not a plain absolute path; "
         "write an absolute path without quotes, spaces or shell characters")
+
+
+# --- Locks and limits; backups ------------------------------------------------------------------
+
+def test_limits_default_to_a_budget_of_90_connections_on_the_pilot(site):
+    limits = site.limits
+    assert (limits.app.connections, limits.readonly.connections, limits.admin_connections,
+            limits.reserved_connections) == (20, 5, 10, 5)
+    assert dict(limits.app.settings) == {"statement_timeout": "30s", "lock_timeout": "5s",
+                                         "idle_in_transaction_session_timeout": "60s"}
+    assert dict(limits.readonly.settings)["statement_timeout"] == "5min"
+    assert limits.max_connections(3) == 3 * (20 + 5) + 10 + 5
+    assert all(server.limits == limits for server in site.servers)
+
+
+def test_limits_from_the_inventory(data):
+    data["limits"] = {"app": {"connections": 50, "lock_timeout": "2s"}, "reserved_connections": 3}
+    limits = parse_site(data).limits
+    assert limits.app.connections == 50 and dict(limits.app.settings)["lock_timeout"] == "2s"
+    assert limits.max_connections(3) == 3 * (50 + 5) + 10 + 3
+
+
+@pytest.mark.parametrize("limits,message", [
+    ({"app": {"lock_timeout": "0"}}, "inventory pilot: limits.app.lock_timeout: '0' is not a duration; write a whole "
+                                     "number and a unit (ms, s, min, h, d), e.g. '5s'; 0 (no limit) is not allowed"),
+    ({"readonly": {"statement_timeout": "5 min'; SET x = '1"}},
+     "inventory pilot: limits.readonly.statement_timeout: \"5 min'; SET x = '1\" is not a duration; write a whole "
+     "number and a unit (ms, s, min, h, d), e.g. '5s'; 0 (no limit) is not allowed"),
+    ({"app": {"connections": 0}}, "inventory pilot: limits.app.connections: 0 is out of range; "
+                                  "keep between 1 and 10000 connections"),
+    ({"admin_connections": 1}, "inventory pilot: limits.admin_connections: 1 is out of range; "
+                               "keep between 2 and 1000 connections"),
+    ({"app": {"work_mem": "4MB"}}, "inventory pilot: limits.app.work_mem: unknown key; use one of: connections, "
+                                   "statement_timeout, lock_timeout, idle_in_transaction_session_timeout"),
+])
+def test_limits_refused(data, limits, message):
+    data["limits"] = limits
+    assert refused(data) == message

@@ -12,16 +12,16 @@ from pyinfra.api import StringCommand, operation
 from pyinfra.api.command import FunctionCommand
 
 from .. import admin_link, contract, converge, grants
-from ..config import Server
+from ..config import RoleLimits, Server
 from ..facts import RoleAttributes
 from ..layout import ClusterLayout
 from ..secret_store import SecretStore
 
 
-def superuser_psql(port: int, script: str) -> StringCommand:
+def superuser_psql(port: int, script: str, dbname: str = contract.MAINTENANCE_DB) -> StringCommand:
     """psql as the local superuser (peer authentication), the script on stdin: it may hold verifiers."""
     return StringCommand(
-        "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", str(port), "-d", contract.MAINTENANCE_DB,
+        "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", str(port), "-d", dbname,
         "-f", "-", _su_user="postgres", _stdin=script,
     )
 
@@ -30,7 +30,7 @@ def superuser_psql(port: int, script: str) -> StringCommand:
 def admin(cluster: ClusterLayout, server: Server, store: SecretStore, ca_file: str):
     """
     Create the admin role (LOGIN CREATEDB NOINHERIT; never SUPERUSER, never CREATEROLE), or
-    bring its attributes and password in line.
+    bring its attributes, connection limit and password in line.
 
     **Example:**
 
@@ -40,10 +40,12 @@ def admin(cluster: ClusterLayout, server: Server, store: SecretStore, ca_file: s
                     ca_file="/root/.config/zeroui-db/secrets/pilot-ca.crt")
     """
     password = store.password(contract.ADMIN_ROLE)
+    limits = RoleLimits(server.limits.admin_connections)
     # Logging in with the current password proves it is applied; its own attributes
     # in line too means there is nothing for the superuser to do.
     own = admin_link.own_attributes(host, server, password, ca_file)
-    if own is not None and not grants.role_steps(contract.ADMIN_ROLE, grants.ADMIN_ATTRS, own, None, None):
+    if own is not None and not grants.role_steps(contract.ADMIN_ROLE, grants.ADMIN_ATTRS, own, None, None) \
+            and not grants.limit_steps(contract.ADMIN_ROLE, limits, own):
         host.noop(f"{contract.ADMIN_ROLE} logs in with its password and has its attributes")
         return
     # Before the cluster runs (a fresh host, or --dry) the fact is None: create the role.
@@ -55,7 +57,7 @@ def admin(cluster: ClusterLayout, server: Server, store: SecretStore, ca_file: s
     steps = grants.role_steps(
         contract.ADMIN_ROLE, grants.ADMIN_ATTRS, have, verifier,
         lambda v: store.record_applied(contract.ADMIN_ROLE, v),
-    )
+    ) + grants.limit_steps(contract.ADMIN_ROLE, limits, have)
     if not steps:
         return
     yield superuser_psql(cluster.port, converge.superuser_script(steps))
