@@ -2,20 +2,21 @@
 
 Each PostgreSQL plane is an endpoint. On the pilot all three live on the workstation's
 cluster: its host gets PostgreSQL, the cluster, a certificate from the site's CA,
-postgresql.conf and pg_hba from the plane contract, and the admin role. Then, for every
-server, the same database-level path: the plane databases with their roles, privileges and
-schemas, worked on from the workstation (its own cluster) or from the admin host (managed
-services). The pilot's cluster then gets the evidence guard. Each service group's hosts get
-their plane's env file and CA certificate; IDE laptops the SQLite database, never PostgreSQL
-credentials. The inventory is validated before any operation is added, so a bad value
-changes nothing anywhere.
+postgresql.conf and pg_hba from the plane contract, pgBackRest (WAL archiving and a backup
+schedule), and the admin role. Then, for every server, the same database-level path: the
+plane databases with their roles, privileges and schemas, worked on from the workstation
+(its own cluster) or from the admin host (managed services). The pilot's cluster then gets
+the evidence guard and its first full backup. Each service group's hosts get their plane's
+env file and CA certificate; IDE laptops the SQLite database, never PostgreSQL credentials.
+The inventory is validated before any operation is added, so a bad value changes nothing
+anywhere.
 """
 
 from pyinfra import host, inventory
 from pyinfra.operations import files
 
 from zeroui_db import contract, envfiles, hba
-from zeroui_db.operations import cluster, envfile, evidence, ide, planes, roles, schemas, tls
+from zeroui_db.operations import backup, cluster, envfile, evidence, ide, planes, roles, schemas, tls
 from zeroui_db.site import SERVER_GROUP, ide_paths, load, server_plan, servers_worked_from
 from zeroui_db.templates import template_path
 
@@ -39,7 +40,7 @@ if host in inventory.get_group(SERVER_GROUP, []):
         src=template_path("postgresql.conf.j2"), dest=pg.postgresql_conf,
         user="postgres", group="postgres", mode="644", create_remote_dir=False,
         site=site, cluster=pg, listen_addresses=[str(a) for a in site.cluster.listen_addresses],
-        ssl_cert_file=pg.ssl_cert_file, ssl_key_file=pg.ssl_key_file, limits=site.limits,
+        ssl_cert_file=pg.ssl_cert_file, ssl_key_file=pg.ssl_key_file, limits=site.limits, backup=site.backup,
         max_connections=site.limits.max_connections(len(workstation.endpoints)),
     )
     files.template(
@@ -48,7 +49,10 @@ if host in inventory.get_group(SERVER_GROUP, []):
         user="postgres", group="postgres", mode="640", create_remote_dir=False,
         **hba.template_context(site),
     )
+    ledger_db = next((e.database for e in workstation.endpoints if e.plane.keeps_evidence), None)
+    backup.configured(cluster=pg, site=site, ledger_database=ledger_db)
     cluster.running(name="Cluster running with current configuration", cluster=pg)
+    backup.stanza(name=f"pgBackRest stanza {pg.stanza}", cluster=pg, repository=site.backup.repository)
     roles.admin(name=f"Admin role {contract.ADMIN_ROLE}", cluster=pg, server=workstation,
                 store=deployment.store, ca_file=ca_file)
 
@@ -61,6 +65,8 @@ for server in servers_worked_from(deployment, host, inventory):
 if host in inventory.get_group(SERVER_GROUP, []):
     evidence.guarded(name="Evidence guard", server=workstation, password=deployment.admin_password(workstation),
                      ca_file=deployment.ca_file(workstation.first))
+    backup.first_full(name=f"First full backup of {pg.version}/{pg.name}", cluster=pg,
+                      repository=site.backup.repository)
 
 served = tuple(site.endpoint(g.plane) for g in contract.SERVICE_GROUPS if host in inventory.get_group(g.key, []))
 if served:

@@ -29,6 +29,9 @@ HOST_NAME_RE = re.compile(r"^(?=.{1,253}\.?\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A
                           r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z")
 # A PostgreSQL role or database name the bundle will quote itself; kept to plain names.
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}\Z")
+# Directories that hold other things: a backup repository of its own goes below them.
+SYSTEM_DIRECTORIES = ("", "/", "/etc", "/usr", "/var", "/var/lib", "/tmp", "/var/tmp", "/root", "/home", "/srv",
+                      "/opt", "/boot", "/dev", "/proc", "/sys", "/run")
 # Databases that are the server's own, never a plane's.
 SYSTEM_DATABASES = (contract.MAINTENANCE_DB, "template0", "template1")
 ADMIN_LOOPBACK = "127.0.0.1"  # where the deploy's admin connection arrives, also over SSH
@@ -37,6 +40,8 @@ ENV_FILE_MODES = ("0600", "0640")
 CHANNEL_BINDING = ("require", "prefer")
 # A PostgreSQL duration as role settings take it: a positive whole number and a unit.
 DURATION_RE = re.compile(r"^[1-9][0-9]{0,8}(ms|s|min|h|d)\Z")
+# A cron time field: digits, '*', ',', '-' and '/' only (the cron file is written from it).
+CRON_FIELD_RE = re.compile(r"^[0-9*][0-9*,/-]*\Z")
 
 
 class ConfigError(PyinfraError):
@@ -166,6 +171,17 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class BackupConfig:
+    """pgBackRest on the workstation cluster (the pilot); managed services back up themselves."""
+
+    repository: str  # repo1-path on the workstation
+    retention_full: int  # full backups kept (with their incrementals and WAL)
+    full_schedule: str  # cron time fields of the weekly full backup
+    incremental_schedule: str  # cron time fields of the incremental backups
+    archive_timeout: int  # seconds: at most this much committed work waits for WAL archiving
+
+
+@dataclass(frozen=True)
 class IdeConfig:
     data_dir: str | None  # None: $XDG_DATA_HOME/zeroui of the deploying user on the laptop
     config_dir: str | None  # None: $XDG_CONFIG_HOME/zeroui
@@ -181,6 +197,7 @@ class Site:
     env_files: EnvFiles
     ide: IdeConfig
     limits: Limits
+    backup: BackupConfig | None  # None: no workstation cluster
 
     def access(self, group: ClientGroup) -> GroupAccess:
         return self.clients[group.key]
@@ -246,7 +263,7 @@ def parse_site(data: Any, inventory: str = "?") -> Site:
             "give the workstation group a 'zeroui' dict (see README, 'Inventory format')",
         )
     top = _Reader(inventory, data, "")
-    top.only("site", "cluster", "endpoints", "clients", "env_files", "ide", "limits")
+    top.only("site", "cluster", "endpoints", "clients", "env_files", "ide", "limits", "backup")
     name = top.get("site", str, hint="name the site, e.g. 'pilot'")
     if not NAME_RE.match(name):
         top.fail("site", f"{name!r} is not a valid name", "use lowercase letters, digits, '-' and '_'")
@@ -274,7 +291,11 @@ def parse_site(data: Any, inventory: str = "?") -> Site:
         env_files=_parse_env_files(top.child("env_files", {})),
         ide=_parse_ide(top.child("ide", {})),
         limits=_parse_limits(top.child("limits", {})),
+        backup=_parse_backup(top.child("backup", {})) if cluster else None,
     )
+    if cluster is None and "backup" in data:
+        top.fail("backup", "set, but no plane lives on a workstation cluster",
+                 "remove it: a managed service backs up itself (see README, 'Backups')")
     _check_boundaries(site, top)
     return site
 
@@ -502,6 +523,28 @@ def _parse_limits(r: _Reader) -> Limits:
     return Limits(kinds["app"], kinds["readonly"],
                   _count(r, "admin_connections", 10, 2, 1_000, "connections"),
                   _count(r, "reserved_connections", 5, 1, 100, "connections"))
+
+
+def _parse_backup(r: _Reader) -> BackupConfig:
+    r.only("repository", "retention_full", "full_schedule", "incremental_schedule", "archive_timeout")
+    repository = _path(r, "repository") or "/var/lib/pgbackrest"
+    if repository.rstrip("/") in SYSTEM_DIRECTORIES:
+        r.fail(r.key("repository"), f"{repository} is a system directory",
+               "give the backups a directory of their own, e.g. /var/lib/pgbackrest")
+    schedules = {}
+    for key, default in (("full_schedule", "30 1 * * 0"), ("incremental_schedule", "30 1 * * 1-6")):
+        value = r.get(key, str, default)
+        fields = value.split()
+        if len(fields) != 5 or not all(CRON_FIELD_RE.match(f) for f in fields):
+            r.fail(r.key(key), f"{value!r} is not a cron schedule",
+                   "write cron's five time fields with digits, '*', ',', '-' and '/', e.g. '30 1 * * 0'")
+        schedules[key] = " ".join(fields)
+    return BackupConfig(
+        repository.rstrip("/") or "/",
+        _count(r, "retention_full", 2, 1, 100, "full backups"),
+        schedules["full_schedule"], schedules["incremental_schedule"],
+        _count(r, "archive_timeout", 60, 1, 3600, "seconds"),
+    )
 
 
 def reaches(access: GroupAccess, plane: Plane) -> bool:

@@ -419,3 +419,41 @@ def test_limits_from_the_inventory(data):
 def test_limits_refused(data, limits, message):
     data["limits"] = limits
     assert refused(data) == message
+
+
+def test_backup_defaults(site):
+    b = site.backup
+    assert (b.repository, b.retention_full, b.full_schedule, b.incremental_schedule, b.archive_timeout) == (
+        "/var/lib/pgbackrest", 2, "30 1 * * 0", "30 1 * * 1-6", 60)
+
+
+def test_backup_from_the_inventory(data):
+    data["backup"] = {"repository": "/srv/backups/pg/", "retention_full": 4, "full_schedule": "0  3 * * 6",
+                      "incremental_schedule": "0 */6 * * *"}
+    b = parse_site(data).backup
+    assert (b.repository, b.retention_full, b.full_schedule, b.incremental_schedule) == (
+        "/srv/backups/pg", 4, "0 3 * * 6", "0 */6 * * *")
+
+
+@pytest.mark.parametrize("backup,message", [
+    ({"repository": "/var/lib"}, "inventory pilot: backup.repository: /var/lib is a system directory; "
+                                 "give the backups a directory of their own, e.g. /var/lib/pgbackrest"),
+    ({"repository": "backups"}, "inventory pilot: backup.repository: 'backups' is not a plain absolute path; "
+                                "write an absolute path without quotes, spaces or shell characters"),
+    ({"full_schedule": "@weekly"}, "inventory pilot: backup.full_schedule: '@weekly' is not a cron schedule; write "
+                                   "cron's five time fields with digits, '*', ',', '-' and '/', e.g. '30 1 * * 0'"),
+    ({"incremental_schedule": "30 1 * * 1 root rm -rf /"},
+     "inventory pilot: backup.incremental_schedule: '30 1 * * 1 root rm -rf /' is not a cron schedule; write "
+     "cron's five time fields with digits, '*', ',', '-' and '/', e.g. '30 1 * * 0'"),
+    ({"retention_full": 0}, "inventory pilot: backup.retention_full: 0 is out of range; "
+                            "keep between 1 and 100 full backups"),
+])
+def test_backup_refused(data, backup, message):
+    data["backup"] = backup
+    assert refused(data) == message
+
+
+def test_backup_of_a_site_without_a_cluster_refused(cloud_data):
+    cloud_data["backup"] = {"retention_full": 3}
+    assert refused(cloud_data) == ("inventory cloud: backup: set, but no plane lives on a workstation cluster; "
+                                   "remove it: a managed service backs up itself (see README, 'Backups')")

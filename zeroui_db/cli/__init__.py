@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import click
 
+from .backup import backup
 from .network_rules import network_rules
+from .restore_drill import restore_drill
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,3 +16,5 @@ def main() -> None:
 
 
 main.add_command(network_rules)
+main.add_command(backup)
+main.add_command(restore_drill)
