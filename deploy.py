@@ -16,9 +16,10 @@ from pyinfra import host, inventory
 from pyinfra.operations import files
 
 from zeroui_db import contract, envfiles, hba
-from zeroui_db.operations import backup, cluster, envfile, evidence, ide, planes, roles, schemas, tls
-from zeroui_db.site import SERVER_GROUP, ide_paths, load, server_plan, servers_worked_from
-from zeroui_db.templates import template_path
+from zeroui_db.operations import backup, cluster, envfile, evidence, ide, planes, private_file, roles, schemas, tls
+from zeroui_db.privilege import AS_CONNECTING_USER, SERVER_USER
+from zeroui_db.site import SERVER_GROUP, check_env_dir, ide_paths, load, server_plan, servers_worked_from
+from zeroui_db.templates import render_template, template_path
 
 deployment = load(inventory)
 site = deployment.site
@@ -35,19 +36,18 @@ if host in inventory.get_group(SERVER_GROUP, []):
             name=f"Server certificate from the {site.name} CA", cluster=pg, ca=deployment.ca,
             names=deployment.certificate_names,
         )
-    files.template(
-        name="postgresql.conf",
-        src=template_path("postgresql.conf.j2"), dest=pg.postgresql_conf,
-        user="postgres", group="postgres", mode="644", create_remote_dir=False,
-        site=site, cluster=pg, listen_addresses=[str(a) for a in site.cluster.listen_addresses],
-        ssl_cert_file=pg.ssl_cert_file, ssl_key_file=pg.ssl_key_file, limits=site.limits, backup=site.backup,
-        max_connections=site.limits.max_connections(len(workstation.endpoints)),
+    # Through stdin, not files.template: see zeroui_db/operations/private_file.py.
+    private_file.present(
+        name="postgresql.conf", dest=pg.postgresql_conf, user=SERVER_USER, group=SERVER_USER, mode="644",
+        content=render_template(
+            "postgresql.conf.j2", site=site, cluster=pg, listen_addresses=[str(a) for a in site.cluster.listen_addresses],
+            ssl_cert_file=pg.ssl_cert_file, ssl_key_file=pg.ssl_key_file, limits=site.limits, backup=site.backup,
+            max_connections=site.limits.max_connections(len(workstation.endpoints)),
+        ).encode(),
     )
-    files.template(
-        name="pg_hba.conf (plane boundaries)",
-        src=template_path("pg_hba.conf.j2"), dest=pg.pg_hba_conf,
-        user="postgres", group="postgres", mode="640", create_remote_dir=False,
-        **hba.template_context(site),
+    private_file.present(
+        name="pg_hba.conf (plane boundaries)", dest=pg.pg_hba_conf, user=SERVER_USER, group=SERVER_USER, mode="640",
+        content=render_template("pg_hba.conf.j2", **hba.template_context(site)).encode(),
     )
     ledger_db = next((e.database for e in workstation.endpoints if e.plane.keeps_evidence), None)
     backup.configured(cluster=pg, site=site, ledger_database=ledger_db)
@@ -70,17 +70,19 @@ if host in inventory.get_group(SERVER_GROUP, []):
 
 served = tuple(site.endpoint(g.plane) for g in contract.SERVICE_GROUPS if host in inventory.get_group(g.key, []))
 if served:
+    check_env_dir(site, host)  # before anything runs, as every refusal
     envfile.plane_urls(
         name=f"Env files: {', '.join(e.plane.env_var for e in served)}", site=site, endpoints=served,
         store=deployment.store, ca_pems={e.plane.key: deployment.ca_pem(e) for e in served},
     )
 
 if host in inventory.get_group(contract.IDE_LAPTOPS.key, []):
+    # The IDE plane is the connecting user's own: no sudo or su, whatever the host's data says.
     local = ide_paths(site, host)
     ide.database(name=f"IDE database {local.database}", path=local.database,
-                 receipt_cache_limit=site.ide.receipt_cache_limit)
+                 receipt_cache_limit=site.ide.receipt_cache_limit, **AS_CONNECTING_USER)
     files.template(
         name=f"{contract.IDE.env_var} env file",
         src=template_path("ide.env.j2"), dest=local.env_file, mode="600", create_remote_dir=True,
-        site=site, plane=contract.IDE, url=envfiles.sqlite_url(local.database),
+        site=site, plane=contract.IDE, url=envfiles.sqlite_url(local.database), **AS_CONNECTING_USER,
     )

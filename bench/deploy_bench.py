@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Deploy benchmark: the pilot on @local and over SSH, and the cloud site (run as root).
+"""Deploy benchmark: the pilot on @local, over SSH as root and as a sudo operator, and the cloud site (run as root).
 
     .venv/bin/python bench/deploy_bench.py [--runs 5]
 
@@ -256,10 +256,6 @@ def packages_present(version: int) -> list[str]:
     return missing
 
 
-class _Done(Exception):
-    """No more targets to measure."""
-
-
 def bench_cloud(lab: Lab, workdir: Path, runs: int) -> Result:
     """Three stand-in managed services, deployed from @local: the database-level path alone."""
     remove_stale_standins(lab)
@@ -287,7 +283,7 @@ def _interrupt(signum, frame):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="no-op redeploys to time per target (default 5)")
-    parser.add_argument("--only", choices=("local", "ssh", "cloud"), action="append",
+    parser.add_argument("--only", choices=("local", "ssh", "sudo", "cloud"), action="append",
                         help="measure only these targets (repeatable; default all)")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -324,7 +320,7 @@ def main() -> int:
         with Lab(prefix=LAB_PREFIX, subnet=SUBNET) as lab:
             ns_address = str(list(lab.subnet.hosts())[1])
             lab.add_host(WORKSTATION, ns_address)
-            only = set(args.only or ("local", "ssh", "cloud"))
+            only = set(args.only or ("local", "ssh", "sudo", "cloud"))
             try:
                 if "local" in only:
                     local = new("local", ADMIN_LOOPBACK)
@@ -332,19 +328,19 @@ def main() -> int:
                     results.append(bench(local, "@local", args.runs))
                 if "cloud" in only:
                     results.append(bench_cloud(lab, workdir, args.runs))
-                if "ssh" not in only:
-                    raise _Done
-                target = lab.start_sshd(WORKSTATION)
-                remote = new("ssh", ns_address)
-                remote.write_inventory(
-                    pilot_networks(), listen=[ADMIN_LOOPBACK, ns_address], host=target.host,
-                    host_data={"ssh_user": target.user, "ssh_key": target.key_path,
-                               "ssh_known_hosts_file": target.known_hosts_path, "ssh_port": target.port,
-                               "ssh_strict_host_key_checking": "yes"},
-                )
-                results.append(bench(remote, f"ssh {ns_address} (netns)", args.runs))
-            except _Done:
-                pass
+                # SSH as root, and as an operator with sudo (its own sshd on another port).
+                for kind, port in (("ssh", 22), ("sudo", 2222)):
+                    if kind not in only:
+                        continue
+                    target = lab.start_sshd(WORKSTATION, port, user=lab.add_operator() if kind == "sudo" else "root")
+                    remote = new(kind, ns_address)
+                    remote.write_inventory(
+                        pilot_networks(), listen=[ADMIN_LOOPBACK, ns_address], host=target.host,
+                        host_data={"ssh_user": target.user, "ssh_key": target.key_path,
+                                   "ssh_known_hosts_file": target.known_hosts_path, "ssh_port": target.port,
+                                   "ssh_strict_host_key_checking": "yes", **({"_sudo": True} if kind == "sudo" else {})},
+                    )
+                    results.append(bench(remote, f"{kind} {ns_address} (netns)", args.runs))
             finally:
                 # Before the lab goes: the SSH cluster's server runs in its namespace.
                 for d in deployments:

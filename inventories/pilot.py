@@ -3,7 +3,8 @@ tenant, product and shared services run on that workstation too.
 
 Deploy with ``pyinfra inventories/pilot.py deploy.py`` (or ``./bundle deploy``).
 To deploy a remote workstation over SSH, replace "@local" with its address and add
-``"ssh_user": "root"`` (see README, "A remote workstation").
+``"ssh_user": "root"``, or an operator's account with ``"_sudo": True`` (see
+``inventories/pilot-sudo.py`` and README, "A remote workstation").
 """
 
 _SITE = {

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,11 +35,11 @@ _LOCAL = "127.0.0.1"  # where the SSH forwarder listens on the control machine
 
 
 def connect_kwargs(server: Server, password: str, dbname: str, ca_file: str, port: int | None = None,
-                   hostaddr: str | None = None) -> dict:
+                   hostaddr: str | None = None, user: str | None = None) -> dict:
     # The password is handed to libpq in-process: never on a command line. ``host`` is the
     # name the certificate must carry; ``hostaddr`` is where a tunnel really is.
     kwargs = {
-        "host": server.admin_host, "port": port or server.port, "dbname": dbname, "user": server.admin_user,
+        "host": server.admin_host, "port": port or server.port, "dbname": dbname, "user": user or server.admin_user,
         "password": password, "sslmode": "verify-full", "sslrootcert": ca_file,
         "channel_binding": server.first.channel_binding, "connect_timeout": 10,
         "application_name": "zeroui-deploy", "autocommit": True,
@@ -50,8 +52,8 @@ def connect_kwargs(server: Server, password: str, dbname: str, ca_file: str, por
 class AdminLink:
     """Admin connections to one server, one per database, opened on first use."""
 
-    def __init__(self, host, server: Server, password: str, ca_file: str):
-        self.server, self.password, self.ca_file = server, password, ca_file
+    def __init__(self, host, server: Server, password: str, ca_file: str, user: str | None = None):
+        self.server, self.password, self.ca_file, self.user = server, password, ca_file, user
         self._reach = _reach(host, server)
         self.hostaddr, self.local_port = self._reach.__enter__()
         self.conns: dict[str, psycopg.Connection] = {}
@@ -70,7 +72,8 @@ class AdminLink:
         if conn is None or conn.closed or conn.broken:
             self.counts["connections"] += 1
             conn = self.conns[dbname] = psycopg.connect(
-                **connect_kwargs(self.server, self.password, dbname, self.ca_file, self.local_port, self.hostaddr),
+                **connect_kwargs(self.server, self.password, dbname, self.ca_file, self.local_port, self.hostaddr,
+                                 self.user),
                 cursor_factory=self._cursor,
             )
         return conn
@@ -98,7 +101,7 @@ def _close_shared() -> None:
 
 
 @contextmanager
-def admin_connect(host, server: Server, password: str, ca_file: str) -> Iterator[Connect]:
+def admin_connect(host, server: Server, password: str, ca_file: str, user: str | None = None) -> Iterator[Connect]:
     """Yield a function returning the admin connection to a database of ``server``.
 
     While executing, connections are kept and shared by later operations; while preparing
@@ -108,10 +111,10 @@ def admin_connect(host, server: Server, password: str, ca_file: str) -> Iterator
     (bench/deploy_bench.py counts a no-op's SQL round trips from it).
     """
     shared = host.state.current_stage == StateStage.Execute
-    key = (host.name, server.admin_host, server.port, server.admin_user, password, ca_file)
+    key = (host.name, server.admin_host, server.port, user or server.admin_user, password, ca_file)
     link = _SHARED.get(key) if shared else None
     if link is None:
-        link = AdminLink(host, server, password, ca_file)
+        link = AdminLink(host, server, password, ca_file, user)
         if shared:
             _SHARED[key] = link
     before = dict(link.counts)
@@ -186,6 +189,11 @@ class _Forwarder:
                 sock, peer = self.server.accept()
             except OSError:  # closed by __exit__
                 return
+            if not own_connection(sock):
+                logger.warning(f"admin link: refused a connection to the tunnel from {peer[0]}:{peer[1]}: "
+                               "it is not this deploy's")
+                sock.close()
+                continue
             try:
                 channel = self.transport.open_channel("direct-tcpip", self.remote, peer)
             except (SSHException, OSError) as e:
@@ -196,6 +204,43 @@ class _Forwarder:
                 continue
             threading.Thread(target=_pipe, args=(sock, channel), daemon=True).start()
             threading.Thread(target=_pipe, args=(channel, sock), daemon=True).start()
+
+
+def own_connection(sock: socket.socket) -> bool:
+    """Whether the client end of ``sock``, accepted on loopback, is a socket of this process.
+
+    Why: the forwarder listens on 127.0.0.1 of the operator's machine, where any local user
+    may connect, and what it pipes reaches the server's loopback through the SSH session.
+    The only connections it is there for are libpq's, made from this very process (psycopg
+    runs libpq in-process). Linux lists every TCP socket with its inode in /proc/net/tcp,
+    and each socket a process holds open as ``socket:[inode]`` in /proc/self/fd, so the
+    client's end can be looked up and must be one of ours. A check of the peer's uid alone
+    would admit every process of the same user, and SO_PEERCRED exists only for unix
+    sockets, which libpq never uses for TLS. Without /proc, nothing is served.
+    """
+    try:
+        client, listener = sock.getpeername()[:2], sock.getsockname()[:2]
+        with open("/proc/net/tcp") as f:
+            next(f)  # the header
+            inodes = [fields[9] for fields in map(str.split, f)
+                      if _address(fields[1]) == client and _address(fields[2]) == listener]
+        if not inodes:
+            return False
+        ours = set()
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                ours.add(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:  # closed meanwhile
+                continue
+    except OSError:
+        return False
+    return f"socket:[{inodes[0]}]" in ours
+
+
+def _address(field: str) -> tuple[str, int]:
+    """An IPv4 "address:port" of /proc/net/tcp: the address in host byte order, in hex."""
+    address, port = field.split(":")
+    return socket.inet_ntoa(struct.pack("=I", int(address, 16))), int(port, 16)
 
 
 def _pipe(src, dst) -> None:

@@ -17,7 +17,7 @@ from psycopg import sql
 
 from . import contract
 from .config import Server
-from .grants import SCHEMA, Catalog, DatabaseState, Grants, Membership
+from .grants import SCHEMA, Catalog, DatabaseState, DbObject, Grants, Membership
 
 Connect = Callable[[str], psycopg.Connection]  # database name -> open admin connection
 
@@ -49,7 +49,11 @@ SELECT
       'acl', (SELECT json_agg(json_build_array(
                 CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type))
               FROM aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a))), '{{}}')
-   FROM pg_database d WHERE d.datname = ANY(%(databases)s))
+   FROM pg_database d WHERE d.datname = ANY(%(databases)s)),
+  CASE WHEN EXISTS (SELECT FROM pg_roles WHERE rolname = %(audit)s)
+       THEN has_table_privilege(%(audit)s, 'pg_catalog.pg_hba_file_rules', 'SELECT')
+            AND has_function_privilege(%(audit)s, 'pg_catalog.pg_hba_file_rules()', 'EXECUTE')
+       ELSE false END
 """)
 
 _DATABASE_QUERY = """
@@ -62,7 +66,21 @@ SELECT
       CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, d.defaclobjtype,
       a.privilege_type)), '[]')
    FROM pg_default_acl d, aclexplode(d.defaclacl) a
-   WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %(owner)s) AND d.defaclnamespace = 0)
+   WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %(owner)s) AND d.defaclnamespace = 0),
+  (SELECT coalesce(json_agg(json_build_array(o.kind, o.name, pg_get_userbyid(o.owner),
+      CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type)), '[]')
+   FROM (SELECT CASE c.relkind WHEN 'S' THEN 'sequence' ELSE 'table' END AS kind,
+                format('%%I.%%I', n.nspname, c.relname) AS name, c.relowner AS owner, c.relacl AS acl,
+                CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END AS objtype
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+               AND n.nspname NOT LIKE 'pg\\_%%'
+         UNION ALL
+         SELECT 'function', format('%%I.%%I(%%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
+                p.proowner, p.proacl, 'f'
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%') o,
+        aclexplode(coalesce(o.acl, acldefault(o.objtype::"char", o.owner))) a)
 """
 
 
@@ -73,20 +91,29 @@ def _grants(pairs: Iterable[list[str]] | None) -> Grants:
     return {k: frozenset(v) for k, v in out.items()}
 
 
+def _objects(rows: Iterable[list[str]]) -> tuple[DbObject, ...]:
+    acls: dict[tuple[str, str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for kind, name, owner, grantee, privilege in rows:
+        acls[(kind, name, owner)][grantee].add(privilege)
+    return tuple(DbObject(kind, name, owner, {g: frozenset(p) for g, p in acl.items()})
+                 for (kind, name, owner), acl in sorted(acls.items()))
+
+
 def read(connect: Connect, server: Server) -> Catalog:
     """Observe ``server``: one query on the maintenance database, one per readable plane database."""
     conn = connect(contract.MAINTENANCE_DB)
     version = conn.info.server_version
-    roles = [server.admin_user, *(r for p in server.planes for r in p.roles)]
+    roles = [server.admin_user, contract.AUDIT_ROLE, *(r for p in server.planes for r in p.roles)]
     query = _SERVER_QUERY.format(attributes=ROLE_ATTRIBUTES, options=_MEMBERSHIP_OPTIONS[version >= 160000])
-    role_attrs, members, databases = conn.execute(query, {
-        "roles": roles, "databases": [e.database for e in server.endpoints],
+    role_attrs, members, databases, audit_reads_hba = conn.execute(query, {
+        "roles": roles, "databases": [e.database for e in server.endpoints], "audit": contract.AUDIT_ROLE,
     }).fetchone()
     catalog = Catalog(
         server_version=version,
         roles={name: attrs for name, attrs in role_attrs.items() if name != server.admin_user},
         memberships=tuple(Membership(*m) for m in members),
         databases={name: DatabaseState(d["owner"], _grants(d["acl"])) for name, d in databases.items()},
+        audit_reads_hba=audit_reads_hba,
     )
     for endpoint in server.endpoints:
         state = catalog.databases.get(endpoint.database)
@@ -94,8 +121,9 @@ def read(connect: Connect, server: Server) -> Catalog:
         # grants CONNECT first, and the next run reads it.
         if state is None or not databases[endpoint.database]["readable"]:
             continue
-        schema_acl, default_acl = connect(endpoint.database).execute(
+        schema_acl, default_acl, objects = connect(endpoint.database).execute(
             _DATABASE_QUERY, {"schema": SCHEMA, "owner": endpoint.plane.owner_role}).fetchone()
+        state.objects = _objects(objects)
         state.schema_acl = _grants(schema_acl)
         by_grantee: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         for grantee, objtype, privilege in default_acl:

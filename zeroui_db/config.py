@@ -10,16 +10,18 @@ ambiguous networks) are contract logic that no schema library expresses.
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pyinfra.api.exceptions import PyinfraError
 
 from . import contract
 from .contract import ClientGroup, Plane
+from .networks import IPNetwork, NetworkRanges
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
@@ -29,15 +31,38 @@ HOST_NAME_RE = re.compile(r"^(?=.{1,253}\.?\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A
                           r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z")
 # A PostgreSQL role or database name the bundle will quote itself; kept to plain names.
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}\Z")
-# Directories that hold other things: a backup repository of its own goes below them.
-SYSTEM_DIRECTORIES = ("", "/", "/etc", "/usr", "/var", "/var/lib", "/tmp", "/var/tmp", "/root", "/home", "/srv",
-                      "/opt", "/boot", "/dev", "/proc", "/sys", "/run")
 # Databases that are the server's own, never a plane's.
 SYSTEM_DATABASES = (contract.MAINTENANCE_DB, "template0", "template1")
 ADMIN_LOOPBACK = "127.0.0.1"  # where the deploy's admin connection arrives, also over SSH
 LOOPBACK_NETWORKS = (f"{ADMIN_LOOPBACK}/32",)
 ENV_FILE_MODES = ("0600", "0640")
+DEFAULT_ENV_DIR = "/etc/zeroui/env"
 CHANNEL_BINDING = ("require", "prefer")
+# A system group name as Debian's adduser and shadow's groupadd accept it by default
+# (NAME_REGEX, 32 characters); a leading digit would make chown read it as a GID.
+GROUP_NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
+# The explicit override for a client group whose networks include 0.0.0.0/0 or ::/0.
+ANY_ADDRESS_KEY = "allow_any_address"
+# Directories that belong to the system or to everyone: the env files need a directory of
+# their own, whose owner and mode the bundle sets. The FHS's top level and well-known
+# directories below it; everything under the kernel's virtual trees; and home directories.
+SHARED_DIRS = frozenset({
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/lost+found", "/media",
+    "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/snap", "/srv", "/sys", "/tmp", "/usr", "/var",
+    "/etc/alternatives", "/etc/apt", "/etc/cron.d", "/etc/cron.daily", "/etc/default", "/etc/init.d", "/etc/ldap",
+    "/etc/logrotate.d", "/etc/network", "/etc/opt", "/etc/pam.d", "/etc/postgresql", "/etc/postgresql-common",
+    "/etc/profile.d", "/etc/security", "/etc/skel", "/etc/ssh", "/etc/ssl", "/etc/ssl/certs", "/etc/ssl/private",
+    "/etc/sudoers.d", "/etc/sysctl.d", "/etc/systemd", "/etc/systemd/system", "/etc/tmpfiles.d",
+    "/usr/bin", "/usr/include", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libexec", "/usr/local",
+    "/usr/local/bin", "/usr/local/etc", "/usr/local/lib", "/usr/local/sbin", "/usr/local/share", "/usr/sbin",
+    "/usr/share", "/usr/src",
+    "/var/backups", "/var/cache", "/var/lib", "/var/lib/apt", "/var/lib/dpkg", "/var/lib/postgresql", "/var/local",
+    "/var/lock", "/var/log", "/var/log/postgresql", "/var/mail", "/var/opt", "/var/run", "/var/spool", "/var/tmp",
+    "/var/www",
+    "/run/lock", "/run/postgresql", "/run/systemd", "/run/user",
+})
+VIRTUAL_TREES = ("/proc/", "/sys/", "/dev/")
+HOME_PARENTS = ("/home", "/run/user")  # /home/alice, /run/user/1000
 # A PostgreSQL duration as role settings take it: a positive whole number and a unit.
 DURATION_RE = re.compile(r"^[1-9][0-9]{0,8}(ms|s|min|h|d)\Z")
 # A cron time field: digits, '*', ',', '-' and '/' only (the cron file is written from it).
@@ -137,6 +162,10 @@ class GroupAccess:
     networks: tuple[IPNetwork, ...]
     planes: tuple[Plane, ...]
 
+    @cached_property  # built once per site: validation and pg_hba ask the same questions
+    def ranges(self) -> NetworkRanges:
+        return NetworkRanges(self.networks)
+
 
 @dataclass(frozen=True)
 class EnvFiles:
@@ -215,7 +244,7 @@ class Site:
         return tuple(Server(tuple(group), self.limits) for group in by_address.values())
 
 
-_KIND_NAMES = {int: "a whole number", str: "a string", list: "a list", dict: "a dict"}
+_KIND_NAMES = {int: "a whole number", str: "a string", list: "a list", dict: "a dict", bool: "True or False"}
 
 
 class _Reader:
@@ -253,6 +282,15 @@ class _Reader:
 
     def child(self, name: str, default: Any = ...) -> _Reader:
         return _Reader(self.inventory, self.get(name, dict, default), self.key(name))
+
+    def strings(self, name: str, default: Any = ..., hint: str = "") -> list[str]:
+        """A list of strings: a number there (which ``ipaddress`` would take for an
+        address), None or a nested list is a mistake, never a value."""
+        values = self.get(name, list, default, hint=hint)
+        for i, value in enumerate(values):
+            if not isinstance(value, str):
+                self.fail(f"{self.key(name)}[{i}]", f"expected a string, got {value!r}", "write a string")
+        return values
 
 
 def parse_site(data: Any, inventory: str = "?") -> Site:
@@ -315,18 +353,23 @@ def _parse_cluster(r: _Reader) -> ClusterConfig:
     port = r.get("port", int, 5432)
     if not 1024 <= port <= 65535:
         r.fail(r.key("port"), f"{port} is out of range", "use a port from 1024 to 65535")
-    raw = r.get("listen_addresses", list, ["127.0.0.1"])
+    raw = r.strings("listen_addresses", ["127.0.0.1"])
     if not raw:
         r.fail(r.key("listen_addresses"), "is empty", "list the addresses clients connect to, e.g. ['127.0.0.1']")
     listen = []
     for i, value in enumerate(raw):
         try:
-            listen.append(ipaddress.ip_address(value))
+            address = ipaddress.ip_address(value)
         except ValueError:
             r.fail(
                 f"{r.key('listen_addresses')}[{i}]", f"{value!r} is not an IP address",
                 "list this host's own addresses (no '*', no host names)",
             )
+        if address.is_unspecified:
+            r.fail(f"{r.key('listen_addresses')}[{i}]",
+                   f"{value} is a wildcard: the server would listen on every address of the host",
+                   "list this host's own addresses, those clients connect to")
+        listen.append(address)
     if ipaddress.ip_address(ADMIN_LOOPBACK) not in listen:
         r.fail(r.key("listen_addresses"), f"lacks {ADMIN_LOOPBACK}",
                f"add {ADMIN_LOOPBACK}: the deploy's admin connection arrives over loopback")
@@ -355,21 +398,31 @@ def _host(r: _Reader, key: str, default: Any = ..., hint: str = "") -> str:
     """A DNS host name or an IP literal (IPv6 without brackets), nothing else."""
     value = r.get(key, str, default, hint=hint)
     try:
-        return str(ipaddress.ip_address(value))
+        address = ipaddress.ip_address(value)
     except ValueError:
+        address = None
+    if address is None:
         if not HOST_NAME_RE.match(value):
             r.fail(r.key(key), f"{value!r} is not a host name or IP address",
                    "write a DNS name such as db.example.com, or an IP address such as 10.0.0.5 or fd00::5")
-    return value.lower()  # DNS names are case-insensitive: one server, one spelling
+        return value.lower()  # DNS names are case-insensitive: one server, one spelling
+    if address.is_unspecified:
+        r.fail(r.key(key), f"{value} is a wildcard address, no host to connect to",
+               "write the server's own address or DNS name")
+    return str(address)  # DNS names are case-insensitive: one server, one spelling
 
 
 def _path(r: _Reader, key: str) -> str | None:
     """An absolute path with no quotes, whitespace or control characters (it reaches
     configuration files and shells)."""
     value = r.get(key, str, None)
-    if value is not None and (not value.startswith("/") or re.search(r"[\s'\"\\`$;&|<>*?\x00-\x1f\x7f]", value)):
+    if value is not None and (not value.startswith("/") or re.search(r"[\s'\"\\`$;&|<>*?#\x00-\x1f\x7f]", value)):
         r.fail(r.key(key), f"{value!r} is not a plain absolute path",
                "write an absolute path without quotes, spaces or shell characters")
+    # "/etc/zeroui/../../tmp" or "/tmp/" would pass a check by name and mean another place.
+    if value is not None and (value.startswith("//") or posixpath.normpath(value) != value):
+        r.fail(r.key(key), f"{value!r} has '.', '..', doubled or trailing '/' in it",
+               f"write it plainly, e.g. {posixpath.normpath('/' + value.lstrip('/'))}")
     return value
 
 
@@ -429,20 +482,26 @@ def _parse_clients(r: _Reader, workstation: bool) -> dict[str, GroupAccess]:
     for group in contract.CLIENT_GROUPS:
         default_nets = list(LOOPBACK_NETWORKS) if group is contract.ADMIN_HOSTS and workstation else []
         g = r.child(group.key, {})
-        g.only("networks", "planes") if group is not contract.ADMIN_HOSTS else g.only("networks")
+        g.only("networks", ANY_ADDRESS_KEY, *(("planes",) if group is not contract.ADMIN_HOSTS else ()))
+        any_address = g.get(ANY_ADDRESS_KEY, bool, False)
         networks = []
-        for i, value in enumerate(g.get("networks", list, default_nets)):
-            key = f"{g.key('networks')}[{i}]"
+        for i, value in enumerate(g.strings("networks", default_nets)):
             try:
-                networks.append(ipaddress.ip_network(value))
+                net = ipaddress.ip_network(value)
             except ValueError as e:
+                key = f"{g.key('networks')}[{i}]"
                 fix = "write the network address with its prefix, e.g. 10.20.0.0/16 or 10.20.0.5/32"
                 if "host bits set" in str(e):
                     fix = f"write {ipaddress.ip_network(value, strict=False)}"
                     r.fail(key, f"{value!r} has host bits set", fix)
                 r.fail(key, f"{value!r} is not a valid CIDR network", fix)
+            if net.prefixlen == 0 and not any_address:
+                # CIS PostgreSQL Benchmark 5.9: host lines name the clients' networks, not everyone.
+                r.fail(f"{g.key('networks')}[{i}]", f"{value} admits every address",
+                       f"list the clients' own networks, or set {g.key(ANY_ADDRESS_KEY)}: True if it is really meant")
+            networks.append(net)
         planes = []
-        for i, value in enumerate(g.get("planes", list, [p.key for p in group.default_planes])):
+        for i, value in enumerate(g.strings("planes", [p.key for p in group.default_planes])):
             key = f"{g.key('planes')}[{i}]"
             plane = contract.PLANES_BY_KEY.get(value)
             if plane is None:
@@ -467,11 +526,19 @@ def _parse_clients(r: _Reader, workstation: bool) -> dict[str, GroupAccess]:
 
 def _parse_env_files(r: _Reader) -> EnvFiles:
     r.only("dir", "mode", "group")
-    directory = _path(r, "dir") or "/etc/zeroui/env"
+    directory = _path(r, "dir") or DEFAULT_ENV_DIR
+    if directory in SHARED_DIRS or directory.startswith(VIRTUAL_TREES) or posixpath.dirname(directory) in HOME_PARENTS:
+        r.fail(r.key("dir"), f"{directory} is a system or shared directory",
+               f"give the env files a directory of their own, such as {DEFAULT_ENV_DIR} "
+               "(the bundle sets its owner and mode)")
     mode = r.get("mode", str, "0600")
     if mode not in ENV_FILE_MODES:
         r.fail(r.key("mode"), f"{mode!r} is not allowed", f"use {' or '.join(ENV_FILE_MODES)}")
     group = r.get("group", str, None)
+    if group is not None and not GROUP_NAME_RE.match(group):
+        r.fail(r.key("group"), f"{group!r} is not a valid group name",
+               "name a system group: lowercase letters, digits, '_' and '-', starting with a letter or '_', "
+               "at most 32 characters")
     if mode == "0640" and not group:
         r.fail(r.key("group"), "missing for mode 0640", "name the group whose members may read the env files")
     return EnvFiles(directory, mode, group)
@@ -488,6 +555,7 @@ def _parse_ide(r: _Reader) -> IdeConfig:
     return IdeConfig(dirs["data_dir"], dirs["config_dir"], limit)
 
 
+DEFAULT_BACKUP_REPOSITORY = "/var/lib/pgbackrest"  # Debian's pgBackRest package makes it
 # Defaults: 3 planes x (20 + 5) + 10 + 5 = 90 connections on the pilot's cluster.
 _ROLE_LIMITS = {
     "app": {"connections": 20, "statement_timeout": "30s", "lock_timeout": "5s",
@@ -527,10 +595,12 @@ def _parse_limits(r: _Reader) -> Limits:
 
 def _parse_backup(r: _Reader) -> BackupConfig:
     r.only("repository", "retention_full", "full_schedule", "incremental_schedule", "archive_timeout")
-    repository = _path(r, "repository") or "/var/lib/pgbackrest"
-    if repository.rstrip("/") in SYSTEM_DIRECTORIES:
-        r.fail(r.key("repository"), f"{repository} is a system directory",
-               "give the backups a directory of their own, e.g. /var/lib/pgbackrest")
+    repository = _path(r, "repository") or DEFAULT_BACKUP_REPOSITORY
+    if repository in SHARED_DIRS or repository.startswith(VIRTUAL_TREES) or \
+            posixpath.dirname(repository) in HOME_PARENTS:
+        r.fail(r.key("repository"), f"{repository} is a system or shared directory",
+               f"give the backups a directory of their own, such as {DEFAULT_BACKUP_REPOSITORY} "
+               "(the deploy makes it postgres's)")
     schedules = {}
     for key, default in (("full_schedule", "30 1 * * 0"), ("incremental_schedule", "30 1 * * 1-6")):
         value = r.get(key, str, default)
@@ -540,7 +610,7 @@ def _parse_backup(r: _Reader) -> BackupConfig:
                    "write cron's five time fields with digits, '*', ',', '-' and '/', e.g. '30 1 * * 0'")
         schedules[key] = " ".join(fields)
     return BackupConfig(
-        repository.rstrip("/") or "/",
+        repository,
         _count(r, "retention_full", 2, 1, 100, "full backups"),
         schedules["full_schedule"], schedules["incremental_schedule"],
         _count(r, "archive_timeout", 60, 1, 3600, "seconds"),
@@ -554,15 +624,16 @@ def reaches(access: GroupAccess, plane: Plane) -> bool:
 
 def overlaps(site: Site, rule: contract.BoundaryRule):
     """Where the rule's group shares addresses with a group that may reach a forbidden plane:
-    ``(index, network, other group's access, other network)`` for each overlapping pair."""
+    ``(index, network, other group's access, other network)``, one for each of the rule
+    group's networks and each such group it overlaps, in group and network order."""
     mine = site.access(rule.group)
     for other in site.clients.values():
         if other is mine or not any(reaches(other, p) for p in rule.forbidden):
             continue
         for i, net in enumerate(mine.networks):
-            for theirs in other.networks:
-                if net.version == theirs.version and net.overlaps(theirs):
-                    yield i, net, other, theirs
+            j = other.ranges.overlapping(net)
+            if j is not None:
+                yield i, net, other, other.networks[j]
 
 
 def _check_boundaries(site: Site, r: _Reader) -> None:

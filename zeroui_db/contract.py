@@ -134,8 +134,12 @@ PAYLOAD_FREE_PLANES = (SHARED,)
 # The non-superuser role that does all database-level work (CREATEDB, CREATEROLE),
 # as the master user of a managed service would. The superuser only bootstraps it.
 ADMIN_ROLE = "zeroui_admin"
+# The read-only role the audit logs in as: it may read the rules and grants, never write.
+AUDIT_ROLE = "zeroui_audit"
 # The database the admin role connects to for cluster-wide work.
 MAINTENANCE_DB = "postgres"
+# The cluster's bootstrap superuser: the local socket only, never over TCP.
+SUPERUSER = "postgres"
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ WHERE n.nspname = {schema} AND p.proname = {function}
 
 @dataclass(frozen=True)
 class GuardScript:
-    sql: str  # for the superuser's psql, in the plane's database
+    sql: str  # for the superuser's psql (one transaction), in the plane's database
     marker: str  # the function's comment once installed: says which script it came from
 
 
@@ -44,7 +44,7 @@ def guard_script(plane: Plane) -> GuardScript:
     marker = MARKER + hashlib.sha256(body.encode()).hexdigest()
     comment = sql.SQL("COMMENT ON FUNCTION {}() IS {};\n").format(
         sql.Identifier(GUARD_SCHEMA, GUARD_FUNCTION), sql.Literal(marker))
-    return GuardScript(f"BEGIN;\n{body}\n{comment.as_string()}COMMIT;\n", marker)
+    return GuardScript(f"{body}\n{comment.as_string()}", marker)
 
 
 def guard_current(state: tuple[str | None, int] | None, script: GuardScript) -> bool:

@@ -4,7 +4,6 @@ cluster yet) so that ``--dry`` works on a fresh host."""
 from __future__ import annotations
 
 import json
-import shlex
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -12,6 +11,7 @@ from pyinfra.api import FactBase, QuoteString, StringCommand
 
 from .catalog import ROLE_ATTRIBUTES
 from .contract import MAINTENANCE_DB
+from .privilege import as_server_user
 
 
 @dataclass(frozen=True)
@@ -81,25 +81,25 @@ class ServerState:
 
 class ClusterServerState(FactBase):
     """
-    What a running cluster has loaded, asked as the superuser over the local socket.
-    Run it with ``_su_user="postgres"``; None when the cluster is not online.
+    What a running cluster has loaded, asked as the superuser over the local socket (needs
+    root); None when the cluster is not online.
     """
 
     default = lambda self: None  # noqa: E731
 
-    def command(self, version: int, cluster: str, port: int, files: tuple[str, ...]) -> str:
+    def command(self, version: int, cluster: str, port: int, files: tuple[str, ...]) -> StringCommand:
         query = (
             "SELECT extract(epoch FROM pg_conf_load_time()),"
             " (SELECT count(*) FROM pg_settings WHERE pending_restart),"
             " (SELECT string_agg('line ' || line_number || ': ' || error, '; ')"
             "  FROM pg_hba_file_rules WHERE error IS NOT NULL)"
         )
-        paths = " ".join(files)
         # The pid file tells "running" without pg_lsclusters (a perl start-up per call).
-        return (
-            f"test -s /var/run/postgresql/{version}-{cluster}.pid || exit 0; "
-            f"echo server=$(psql -XAtq -F '|' -p {port} -d {MAINTENANCE_DB} -c \"{query}\" 2>/dev/null); "
-            f"stat -c 'mtime=%.9Y %n' {paths} 2>/dev/null; true"
+        return StringCommand(
+            "test", "-s", QuoteString(f"/var/run/postgresql/{version}-{cluster}.pid"), "||", "exit 0;",
+            "echo", "server=$(", as_server_user("psql", "-XAtq", "-F", "'|'", "-p", QuoteString(str(port)),
+                                                 "-d", MAINTENANCE_DB, "-c", QuoteString(query)), "2>/dev/null);",
+            "stat", "-c", "'mtime=%.9Y %n'", *(QuoteString(f) for f in files), "2>/dev/null;", "true",
         )
 
     def process(self, output):
@@ -122,7 +122,7 @@ class ClusterServerState(FactBase):
 class RoleAttributes(FactBase):
     """
     A role's attributes as ``pg_roles`` shows them, asked as the superuser over the
-    local socket (run with ``_su_user="postgres"``); None when the role is absent or the
+    local socket (needs root); None when the role is absent or the
     cluster does not answer yet.
 
     .. code:: python
@@ -135,7 +135,7 @@ class RoleAttributes(FactBase):
     def command(self, role: str, port: int) -> StringCommand:
         query = sql.SQL("SELECT {} FROM pg_roles WHERE rolname = {}").format(ROLE_ATTRIBUTES, sql.Literal(role))
         return StringCommand(
-            "psql", "-XAtq", "-p", str(port), "-d", MAINTENANCE_DB, "-c", QuoteString(query.as_string()),
+            as_server_user("psql", "-XAtq", "-p", str(port), "-d", MAINTENANCE_DB, "-c", QuoteString(query.as_string())),
             "2>/dev/null", "||", "true",
         )
 
@@ -144,41 +144,113 @@ class RoleAttributes(FactBase):
         return json.loads(text) if text else None
 
 
-@dataclass(frozen=True)
-class FileState:
-    mode: str  # octal, e.g. "600"
-    user: str
-    group: str
-    sha1: str | None = None
-
-
-class FilesState(FactBase):
+class RoleVerifiers(FactBase):
     """
-    Owner, mode and (for files) content hash of several paths in one round trip, without
-    reading any contents back; absent paths are missing from the result:
+    Each existing role's password as ``pg_authid`` holds it, reduced to a digest
+    (``scram.digest``: iterations, salt and the SHA-256 of the keys, never the keys; "" for
+    a password that is not SCRAM), asked as the superuser over the local socket (run with
+    ``_su_user="postgres"``). A role without a password maps to None, an absent role is
+    missing, and a cluster that does not answer yet gives {}. Only a superuser may read
+    ``pg_authid``: the pilot's cluster, never a managed service.
 
     .. code:: python
 
-        {"/etc/zeroui/env": FileState("750", "root", "root"),
-         "/etc/zeroui/env/tenant.env": FileState("600", "root", "root", "ab12…")}
+        {"zeroui_tenant_app": "4096:c2FsdA==:9f86d0…", "zeroui_tenant_ro": None}
     """
 
     default = dict
 
-    def command(self, paths: tuple[str, ...]) -> str:
-        quoted = " ".join(shlex.quote(p) for p in paths)
-        return (
-            f"for p in {quoted}; do "
-            "if [ -f \"$p\" ]; then echo \"$(stat -c '%a %U %G' \"$p\") $(sha1sum < \"$p\" | cut -d' ' -f1) $p\"; "
-            "elif [ -e \"$p\" ]; then echo \"$(stat -c '%a %U %G' \"$p\") - $p\"; fi; done"
+    def command(self, roles: tuple[str, ...], port: int) -> StringCommand:
+        query = sql.SQL(
+            "SELECT json_object_agg(rolname, CASE WHEN starts_with(rolpassword, 'SCRAM-SHA-256$')"
+            " THEN split_part(rolpassword, '$', 2) || ':'"
+            " || encode(sha256(convert_to(split_part(rolpassword, '$', 3), 'UTF8')), 'hex')"
+            " WHEN rolpassword IS NOT NULL THEN '' END)"
+            " FROM pg_authid WHERE rolname = ANY({})"
+        ).format(sql.Literal(list(roles)))
+        return StringCommand(
+            "psql", "-XAtq", "-p", str(port), "-d", MAINTENANCE_DB, "-c", QuoteString(query.as_string()),
+            "2>/dev/null", "||", "true",
+        )
+
+    def process(self, output):
+        text = "".join(output).strip()
+        return json.loads(text) if text else {}
+
+
+@dataclass(frozen=True)
+class FileState:
+    mode: str  # octal, e.g. "600" ("1777" with the sticky bit); a symbolic link's own
+    user: str
+    group: str
+    sha1: str | None = None  # regular files only
+    kind: str = "f"  # "f" regular file, "d" directory, "l" symbolic link, "o" anything else
+
+
+class FilesState(FactBase):
+    """
+    Owner, mode, kind and (for regular files) content hash of several paths in one round
+    trip, without reading any contents back; a symbolic link is described, not followed;
+    absent paths are missing from the result:
+
+    .. code:: python
+
+        {"/etc/zeroui/env": FileState("750", "root", "root", None, "d"),
+         "/etc/zeroui/env/tenant.env": FileState("600", "root", "root", "ab12…", "f")}
+    """
+
+    default = dict
+
+    def command(self, paths: tuple[str, ...]) -> StringCommand:
+        return StringCommand(
+            "for p in", *(QuoteString(p) for p in paths), "; do",
+            "s=$(stat -c '%a %U %G' \"$p\" 2>/dev/null) || continue;",
+            "if [ -L \"$p\" ]; then echo \"l $s - $p\";",
+            "elif [ -f \"$p\" ]; then echo \"f $s $(sha1sum < \"$p\" | cut -d' ' -f1) $p\";",
+            "elif [ -d \"$p\" ]; then echo \"d $s - $p\";",
+            "else echo \"o $s - $p\"; fi; done",
         )
 
     def process(self, output):
         found = {}
         for line in output:
-            mode, user, group, sha1, path = line.split(" ", 4)
-            found[path] = FileState(mode, user, group, None if sha1 == "-" else sha1)
+            kind, mode, user, group, sha1, path = line.split(" ", 5)
+            found[path] = FileState(mode, user, group, None if sha1 == "-" else sha1, kind)
         return found
+
+
+class RegularFiles(FactBase):
+    """
+    Which of ``paths`` are regular files, following symbolic links (a certificate is often a
+    link, e.g. into /etc/letsencrypt/archive). Nothing about their contents is read:
+
+    .. code:: python
+
+        {"/etc/ssl/db.crt"}
+    """
+
+    default = set
+
+    def command(self, paths: tuple[str, ...]) -> StringCommand:
+        return StringCommand("for p in", *(QuoteString(p) for p in paths), '; do [ -f "$p" ] && echo "$p"; done; true')
+
+    def process(self, output):
+        return set(output)
+
+
+class GroupExists(FactBase):
+    """
+    Whether the system knows group ``group_name`` (through NSS, as ``chgrp`` does: LDAP groups too).
+    """
+
+    default = bool
+
+    def command(self, group_name: str) -> StringCommand:
+        return StringCommand("getent", "group", QuoteString(group_name), ">/dev/null", "&&", "echo", "yes",
+                             "||", "true")
+
+    def process(self, output):
+        return "yes" in output
 
 
 class XdgDirs(FactBase):
@@ -243,8 +315,7 @@ class BackupRepositoryInfo:
 class BackupRepository(FactBase):
     """
     Whether a pgBackRest repository holds a stanza and how many full backups, read from the
-    stanza's backup.info without starting pgBackRest (run with ``_su_user="postgres"``: the
-    repository is postgres's alone):
+    stanza's backup.info (as root: the repository is postgres's) without starting pgBackRest:
 
     .. code:: python
 
@@ -253,12 +324,13 @@ class BackupRepository(FactBase):
 
     default = lambda self: BackupRepositoryInfo(False, 0)  # noqa: E731
 
-    def command(self, repository: str, stanza: str) -> str:
-        info = shlex.quote(f"{repository}/backup/{stanza}/backup.info")
+    def command(self, repository: str, stanza: str) -> StringCommand:
+        info = QuoteString(f"{repository}/backup/{stanza}/backup.info")
         # Backups are listed under [backup:current] as LABEL={...}; a full one's label ends in F.
-        return (
-            f"test -f {info} || exit 0; echo stanza; "
-            f"sed -n '/^\\[backup:current\\]/,/^\\[/p' {info} | grep -c '^[0-9]\\{{8\\}}-[0-9]\\{{6\\}}F=' || true"
+        return StringCommand(
+            "test", "-f", info, "||", "exit", "0", ";", "echo", "stanza", ";",
+            "sed", "-n", QuoteString("/^\\[backup:current\\]/,/^\\[/p"), info, "|",
+            "grep", "-c", QuoteString("^[0-9]\\{8\\}-[0-9]\\{6\\}F="), "||", "true",
         )
 
     def process(self, output):

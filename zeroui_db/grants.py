@@ -16,12 +16,16 @@ Two kinds of step, because PostgreSQL up to 15 lets any CREATEROLE role grant it
 * **database** steps (CREATE DATABASE, ACLs, default privileges), always as the admin
   role over TLS; inside a plane they run as its owner (``SET ROLE``), so the admin's
   membership in the owner needs SET only, never INHERIT.
+* **keeper** steps: ACL repairs on the evidence ledger, which belongs to the plane's keeper,
+  a role no login role may act as. On the pilot the local superuser runs them as the keeper;
+  on a managed service the admin (which administers the keeper) grants itself the keeper
+  inside the step's own transaction and revokes it before commit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from psycopg import sql
@@ -30,7 +34,7 @@ from . import contract
 from .config import Endpoint, Limits, RoleLimits, Server
 from .contract import Plane
 
-ROLE, DATABASE = "role", "database"
+ROLE, DATABASE, KEEPER = "role", "database", "keeper"
 
 # Attributes every plane role has. Only the owner, app and read-only roles exist here.
 PLANE_ROLE_ATTRS = {
@@ -68,6 +72,25 @@ DEFAULT_PRIVILEGES = {
 }
 # pg_default_acl.defaclobjtype -> the words ALTER DEFAULT PRIVILEGES uses for it.
 OBJTYPE_SQL = {"r": "TABLES", "S": "SEQUENCES", "f": "FUNCTIONS", "T": "TYPES", "n": "SCHEMAS"}
+# The most any role but the owner may hold on a plane's objects. Migrations may grant less
+# (the ledger's app role has no UPDATE); anything beyond is drift, revoked by the deploy.
+OBJECT_CEILING = {
+    "table": {"app": frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"}), "ro": frozenset({"SELECT"})},
+    "sequence": {"app": frozenset({"USAGE", "SELECT"}), "ro": frozenset({"SELECT"})},
+    # PostgreSQL lets PUBLIC execute new functions; what they may do is the function's business.
+    "function": {"app": frozenset({"EXECUTE"}), "ro": frozenset({"EXECUTE"}), PUBLIC: frozenset({"EXECUTE"})},
+}
+_OBJECT_SQL = {"table": "TABLE", "sequence": "SEQUENCE", "function": "FUNCTION"}
+# On the evidence keeper's objects the plane's owner may also read the ledger (an audit as the
+# owner) and record a checkpoint of its head; nothing more.
+KEEPER_GRANTS_OWNER = {"table": frozenset({"SELECT"}), "sequence": frozenset(), "function": frozenset({"EXECUTE"})}
+
+# The audit role logs in and reads. On the pilot it may also read pg_hba and every setting;
+# on a managed service the provider's admin may grant it pg_read_all_settings or pg_monitor.
+AUDIT_ATTRS = {**PLANE_ROLE_ATTRS, "canlogin": True}
+AUDIT_WORKSTATION_ROLES = frozenset({"pg_read_all_settings"})
+AUDIT_MAY_HOLD = frozenset({"pg_read_all_settings", "pg_monitor"})
+HBA_RULES_VIEW = "pg_catalog.pg_hba_file_rules"
 
 
 def role_attributes(plane: Plane, role: str) -> dict[str, bool]:
@@ -87,10 +110,16 @@ def schema_privileges(plane: Plane) -> dict[str, frozenset[str]]:
 
 
 def database_privileges(plane: Plane, admin: str) -> dict[str, frozenset[str]]:
-    """Who may do what on the plane's database: its owner everything, its login roles and
-    the admin (which reads and migrates it) CONNECT, nobody else anything."""
+    """Who may do what on the plane's database: its owner everything; its login roles, the
+    admin (which reads and migrates it) and the audit CONNECT; nobody else anything."""
     return {plane.owner_role: DATABASE_OWNER_PRIVILEGES,
-            **{r: LOGIN_DATABASE_PRIVILEGES for r in (*plane.login_roles, admin)}}
+            **{r: LOGIN_DATABASE_PRIVILEGES for r in (*plane.login_roles, admin, contract.AUDIT_ROLE)}}
+
+
+def object_ceiling(plane: Plane, kind: str) -> dict[str, frozenset[str]]:
+    """grantee -> the most it may hold on an object of ``kind`` in the plane's database."""
+    names = {"app": plane.app_role, "ro": plane.readonly_role, PUBLIC: PUBLIC}
+    return {names[k]: privs for k, privs in OBJECT_CEILING[kind].items()}
 
 
 Grants = dict[str, frozenset[str]]  # grantee (or PUBLIC) -> privileges
@@ -109,12 +138,23 @@ class Membership:
     set: bool = True
 
 
+@dataclass(frozen=True)
+class DbObject:
+    """A table, view, sequence or function of a plane database, with its ACL expanded."""
+
+    kind: str  # "table" (tables, views, materialized views), "sequence" or "function"
+    name: str  # schema-qualified and quoted, e.g. public.receipts or public.receipt_hash(bytea, jsonb)
+    owner: str
+    acl: Grants = field(hash=False)
+
+
 @dataclass
 class DatabaseState:
     owner: str
     acl: Grants
     schema_acl: Grants | None = None  # None: not read (the admin cannot connect yet)
     default_acl: dict[str, dict[str, frozenset[str]]] | None = None  # grantee -> objtype -> privs
+    objects: tuple[DbObject, ...] = ()
 
 
 @dataclass
@@ -125,11 +165,12 @@ class Catalog:
     roles: dict[str, dict] = field(default_factory=dict)  # attributes, and "validuntil"
     memberships: tuple[Membership, ...] = ()  # rows touching the server's contract roles
     databases: dict[str, DatabaseState] = field(default_factory=dict)
+    audit_reads_hba: bool = False  # the audit role may read pg_hba_file_rules (view and function)
 
 
 @dataclass(frozen=True)
 class Step:
-    scope: str  # ROLE or DATABASE: who runs it (see the module docstring)
+    scope: str  # ROLE, DATABASE or KEEPER: who runs it (see the module docstring)
     database: str  # run in this database
     statement: sql.Composable | None  # None: drift the deploy may not repair (see ``blocked``)
     summary: str  # what it does, for people; never holds a secret
@@ -285,18 +326,46 @@ def plane_steps(endpoint: Endpoint, catalog: Catalog) -> list[Step]:
     steps += _acl_steps(sql.SQL("SCHEMA {}").format(sql.Identifier(SCHEMA)), db, schema_acl, want_schema,
                         keep={"pg_database_owner", owner}, what=f"schema {SCHEMA} in {db}", as_role=owner)
     steps += _default_acl_steps(plane, db, state.default_acl or {}, owner)
+    steps += _object_steps(plane, db, state.objects)
+    return steps
+
+
+def _object_steps(plane: Plane, db: str, objects: tuple[DbObject, ...]) -> list[Step]:
+    """Revoke what a role holds beyond the ceiling on an object the plane's owner (or its
+    evidence keeper) owns."""
+    steps = []
+    keeper = plane.keeper_role if plane.keeps_evidence else None
+    for obj in objects:
+        if obj.owner not in (plane.owner_role, keeper):
+            continue  # not the plane's: the audit reports it; the deploy never takes objects over
+        ceiling = object_ceiling(plane, obj.kind)
+        if obj.owner == keeper:
+            ceiling = {**ceiling, plane.owner_role: KEEPER_GRANTS_OWNER[obj.kind]}
+        for grantee, privs in sorted(obj.acl.items()):
+            excess = privs - ceiling.get(grantee, frozenset()) if grantee != obj.owner else frozenset()
+            if not excess:
+                continue
+            who = sql.SQL(PUBLIC) if grantee == PUBLIC else sql.Identifier(grantee)
+            steps.append(Step(DATABASE, db, sql.SQL("REVOKE {} ON {} {} FROM {}").format(
+                sql.SQL(", ").join(sql.SQL(p) for p in sorted(excess)), sql.SQL(_OBJECT_SQL[obj.kind]),
+                sql.SQL(obj.name), who),
+                f"revoke {', '.join(sorted(excess))} on {obj.kind} {obj.name} in {db} from {grantee}", obj.owner))
+            if obj.owner == keeper:
+                steps[-1] = replace(steps[-1], scope=KEEPER)
     return steps
 
 
 def _membership_steps(server: Server, catalog: Catalog) -> list[Step]:
-    admin, maint = server.admin_user, contract.MAINTENANCE_DB
-    ours = {r for p in server.planes for r in p.roles}
+    admin, maint, audit = server.admin_user, contract.MAINTENANCE_DB, contract.AUDIT_ROLE
+    ours = {r for p in server.planes for r in p.roles} | {audit}
     # On the pilot the admin role is the bundle's own; a provider's admin keeps what it has.
     checked_members = ours | ({admin} if server.workstation else set())
     owners = {p.owner_role for p in server.planes}
     steps = []
     for m in sorted(catalog.memberships, key=lambda m: (m.role, m.member, m.grantor)):
         if m.member not in checked_members or (m.member == admin and m.role in owners):
+            continue
+        if m.member == audit and m.role in AUDIT_MAY_HOLD:
             continue
         # Any other membership would let one plane's role act with another's rights.
         revoke = sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(m.role), sql.Identifier(m.member))
@@ -318,12 +387,28 @@ def _membership_steps(server: Server, catalog: Catalog) -> list[Step]:
             # 16+: a CREATEROLE admin holds ADMIN on roles it made, but SET only when granted.
             grant += sql.SQL(" WITH INHERIT FALSE, SET TRUE")
         steps.append(Step(ROLE, maint, grant, f"let {admin} act as {owner} (SET ROLE)"))
+    if server.workstation:  # the local superuser lets the audit read what it must judge
+        for role in sorted(AUDIT_WORKSTATION_ROLES):
+            if not any(m.role == role and m.member == audit for m in catalog.memberships):
+                steps.append(Step(ROLE, maint, sql.SQL("GRANT {} TO {}").format(
+                    sql.Identifier(role), sql.Identifier(audit)), f"let {audit} read settings ({role})"))
+        if not catalog.audit_reads_hba:
+            for what, grant in (("SELECT ON", "view"), ("EXECUTE ON FUNCTION", "function")):
+                target = HBA_RULES_VIEW + ("()" if grant == "function" else "")
+                steps.append(Step(ROLE, maint, sql.SQL("GRANT {} {} TO {}").format(
+                    sql.SQL(what), sql.SQL(target), sql.Identifier(audit)), f"let {audit} read pg_hba ({grant})"))
     return steps
 
 
 def plan(server: Server, catalog: Catalog, passwords: Passwords) -> list[Step]:
     """Every step that brings ``server`` to the contract: role steps first, then each plane."""
     steps = []
+    audit = contract.AUDIT_ROLE
+    applied = passwords.applied_verifier(audit)
+    verifier = ((lambda: passwords.fresh_verifier(audit)) if applied is None else
+                (lambda: applied) if audit not in catalog.roles else None)
+    steps += role_steps(audit, AUDIT_ATTRS, catalog.roles.get(audit), verifier,
+                        lambda v: passwords.record_applied(audit, v), superuser=server.workstation)
     for plane in server.planes:
         for role in plane.roles:
             verifier = None

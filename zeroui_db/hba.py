@@ -12,7 +12,8 @@ import ipaddress
 from dataclasses import dataclass
 
 from . import contract
-from .config import IPNetwork, Site, overlaps
+from .config import Site, overlaps
+from .networks import IPNetwork, collapse
 
 ALL_V4 = ipaddress.ip_network("0.0.0.0/0")
 ALL_V6 = ipaddress.ip_network("::/0")
@@ -54,8 +55,14 @@ def _both_families(type_: str, databases, users, method: str, comment: str) -> l
     return [HbaRule(type_, tuple(databases), tuple(users), net, method, comment) for net in (ALL_V4, ALL_V6)]
 
 
-def rules(site: Site, superuser: str = "postgres") -> list[HbaRule]:
-    """The whole pg_hba, in order: rejects for the hard rules ahead of every allow."""
+def rules(site: Site, superuser: str = contract.SUPERUSER) -> list[HbaRule]:
+    """The whole pg_hba, in order: rejects for the hard rules ahead of every allow.
+
+    Within one block of lines that differ only in their address, the order does not
+    matter to first-match, only the union of the addresses: so each block lists its
+    networks collapsed (adjacent and contained ones merged), which keeps pg_hba short
+    for sites with thousands of client networks.
+    """
     out: list[HbaRule] = [
         HbaRule("local", ("all",), (superuser,), None, "peer", "superuser: local socket, OS user only"),
         HbaRule("local", ("all",), ("all",), None, "reject", "nobody else uses the socket"),
@@ -64,7 +71,7 @@ def rules(site: Site, superuser: str = "postgres") -> list[HbaRule]:
     out += _both_families("hostnossl", ["all"], ["all"], "reject", "TCP without TLS is refused")
 
     for rule in contract.HARD_RULES:
-        dbs = [p.store for p in rule.forbidden]
+        dbs = tuple(p.store for p in rule.forbidden)
         label = f"hard rule {rule.number}: {rule.text}"
         # By credential: this group's roles are refused at forbidden databases from anywhere.
         if rule.group.credential_roles:
@@ -72,23 +79,22 @@ def rules(site: Site, superuser: str = "postgres") -> list[HbaRule]:
         # By address: the group's own networks, where no allowed group shares them
         # (the config refuses such overlaps for groups without credentials).
         shared = {i for i, *_ in overlaps(site, rule)}
-        for i, net in enumerate(site.access(rule.group).networks):
-            if i not in shared:
-                out.append(HbaRule("host", tuple(dbs), ("all",), net, "reject", label))
+        own = [net for i, net in enumerate(site.access(rule.group).networks) if i not in shared]
+        out += [HbaRule("host", dbs, ("all",), net, "reject", label) for net in collapse(own)]
 
     admin_dbs = (contract.MAINTENANCE_DB, *(p.store for p in contract.POSTGRES_PLANES))
-    for net in site.access(contract.ADMIN_HOSTS).networks:
-        out.append(HbaRule("hostssl", admin_dbs, (contract.ADMIN_ROLE,), net, "scram-sha-256", "admin hosts"))
+    out += [HbaRule("hostssl", admin_dbs, (contract.ADMIN_ROLE, contract.AUDIT_ROLE), net, "scram-sha-256",
+                    "admin hosts: the deploy's admin and the audit")
+            for net in collapse(site.access(contract.ADMIN_HOSTS).networks)]
 
     for plane in contract.POSTGRES_PLANES:
+        databases, users = (plane.store,), plane.login_roles
         for access in site.clients.values():
             if access.group is contract.ADMIN_HOSTS or plane not in access.planes:
                 continue
-            for net in access.networks:
-                out.append(HbaRule(
-                    "hostssl", (plane.store,), plane.login_roles, net, "scram-sha-256",
-                    f"{plane.title}: {access.group.title}",
-                ))
+            label = f"{plane.title}: {access.group.title}"
+            out += [HbaRule("hostssl", databases, users, net, "scram-sha-256", label)
+                    for net in collapse(access.networks)]
 
     out += _both_families("host", ["all"], ["all"], "reject", "everything else")
     return out
@@ -106,6 +112,7 @@ def first_match(rules_: list[HbaRule], *, ssl: bool, database: str, user: str, a
 def template_context(site: Site) -> dict:
     """What ``templates/pg_hba.conf.j2`` renders: the rules and a column layout fitting them."""
     out = rules(site)
-    db_width = max(len(r.columns[1]) for r in out)
-    user_width = max(len(r.columns[2]) for r in out)
+    # Widths from the database and user lists alone: the address column is left-aligned anyway.
+    db_width = max(len(",".join(r.databases)) for r in out)
+    user_width = max(len(",".join(r.users)) for r in out)
     return {"site": site, "rules": out, "fmt": f"%-9s %-{db_width}s %-{user_width}s %-18s %s"}

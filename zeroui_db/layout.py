@@ -30,6 +30,12 @@ class ClusterLayout:
         return f"{self.conf_dir}/pg_hba.conf"
 
     @property
+    def creation_marker(self) -> str:
+        """Present from just before ``pg_createcluster`` until the cluster is complete: a
+        cluster beside it is one this deploy began and never finished (see cluster.present)."""
+        return f"{self.conf_dir}/zeroui-unfinished"
+
+    @property
     def bin_dir(self) -> str:
         return f"/usr/lib/postgresql/{self.version}/bin"
 

@@ -34,6 +34,7 @@ CREATE_TABLE = re.compile(
     r"^\s*CREATE\s+(?:TEMP(?:ORARY)?\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?([\w.\"]+)\s*\((.*)\)[^()]*$",
     re.I | re.S,
 )
+MAY_CREATE_TABLE = re.compile(r"\bCREATE\s+(?:TEMP(?:ORARY)?\s+)?TABLE\b", re.I)
 CONSTRAINT_WORDS = {"constraint", "primary", "unique", "check", "foreign", "exclude", "like"}
 
 
@@ -104,6 +105,8 @@ def tables(plane_key: str, root: Path = SCHEMA_DIR) -> list[Table]:
     out = []
     for path in sorted((root / plane_key).glob("*.sql")):
         for statement in sqlparse.split(path.read_text()):
+            if not MAY_CREATE_TABLE.search(statement):
+                continue  # formatting every statement is slow; most create no table
             code = sqlparse.format(statement, strip_comments=True)
             match = CREATE_TABLE.match(code)
             if not match:
@@ -115,6 +118,33 @@ def tables(plane_key: str, root: Path = SCHEMA_DIR) -> list[Table]:
                 plane_key_, class_key, description.strip(),
             ))
     return out
+
+
+_DOLLAR_BODY = re.compile(r"(\$\w*\$).*?\1", re.S)
+_LINE_COMMENT = re.compile(r"--[^\n]*")
+_TABLE_NAME = re.compile(r"\bCREATE\s+(?:TEMP(?:ORARY)?\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?([\w.\"]+)", re.I)
+
+
+def table_names(plane_key: str, root: Path = SCHEMA_DIR) -> set[str]:
+    """The names of the tables a plane's migrations create, fast: function bodies and comments
+    are cut out with regular expressions rather than parsed (``tables`` parses with sqlparse,
+    which takes a third of a second; the audit needs only the names)."""
+    names = set()
+    for path in sorted((root / plane_key).glob("*.sql")):
+        code = _LINE_COMMENT.sub("", _DOLLAR_BODY.sub("", path.read_text()))
+        names |= {m.group(1).strip('"').lower().rsplit(".", 1)[-1] for m in _TABLE_NAME.finditer(code)}
+    return names
+
+
+_CLASSIFIED_TABLE = re.compile(
+    r"--\s*zeroui-class:\s*[a-z_]+/([a-z_]+)[^\n]*\n\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?([\w.\"]+)", re.I)
+
+
+def tables_of_class(plane_key: str, class_key: str, root: Path = SCHEMA_DIR) -> set[str]:
+    """The names of a plane's tables of one data class, fast (as ``table_names``): the tables
+    whose annotation, on the line above their CREATE TABLE, names that class."""
+    return {m.group(2).strip('"').lower().rsplit(".", 1)[-1] for path in sorted((root / plane_key).glob("*.sql"))
+            for m in _CLASSIFIED_TABLE.finditer(path.read_text()) if m.group(1) == class_key}
 
 
 def classification_errors(root: Path = SCHEMA_DIR) -> list[str]:

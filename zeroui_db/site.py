@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import contract
+from . import contract, envdir
 from .config import ConfigError, Endpoint, Server, Site, parse_site
-from .facts import PostgresHost, XdgDirs
+from .facts import FilesState, GroupExists, PostgresHost, RegularFiles, XdgDirs
 from .layout import ClusterLayout, layout
-from .secret_store import SecretStore
+from .privilege import AS_CONNECTING_USER
+from .secret_store import LOGIN_ROLES, SecretStore
 from .tls import SiteCA
 
 # The inventory group whose one host runs the pilot's PostgreSQL cluster.
 SERVER_GROUP = "workstation"
 # Where the deploy works on managed endpoints from: the operator's machine (usually @local).
 ADMIN_GROUP = contract.ADMIN_HOSTS.key
-# Every login role's password the deploy manages on a workstation cluster.
-LOGIN_ROLES = tuple(r for p in contract.POSTGRES_PLANES for r in p.login_roles)
+# The inventory groups the deploy gives something to; hosts of any other group would get nothing.
+KNOWN_GROUPS = (SERVER_GROUP, *contract.CLIENT_GROUPS_BY_KEY)
+# pyinfra 3.10 hands a sudo or su password to the host on a command line (``env
+# PYINFRA_SUDO_PASSWORD=… sudo -A …``), where every local user can read it in /proc.
+PASSWORD_ARGUMENTS = ("_sudo_password", "_su_password")
 
 
 def site_data(inventory) -> dict:
@@ -58,6 +63,7 @@ class Deployment:
 def load(inventory) -> Deployment:
     """Parse and check the inventory's site; make the control machine's secrets and CA."""
     site = parse_site(site_data(inventory))
+    check_privilege(site.name, inventory)
     store = SecretStore(site.name)
     _check_groups(site, inventory)
     # Only a site with servers or service hosts has passwords and a CA; a laptop never does.
@@ -81,7 +87,26 @@ def load(inventory) -> Deployment:
     return Deployment(site, store, ca)
 
 
+def check_privilege(site_name: str, inventory) -> None:
+    """Refuse a sudo or su password: the deploying user needs a rule that asks none."""
+    config = inventory.state.config if inventory.state else None
+    for h in inventory:
+        for key in PASSWORD_ARGUMENTS:
+            if h.data.get(key) or getattr(config, key.lstrip("_").upper(), None):
+                raise ConfigError(
+                    site_name, key, f"pyinfra would pass it on {h.name}'s command line, readable by every local user",
+                    "give the deploying user a sudo rule with NOPASSWD instead (README: \"A remote workstation (SSH)\")",
+                )
+
+
 def _check_groups(site: Site, inventory) -> None:
+    for name, hosts in inventory.groups.items():
+        # "@local", "@docker", …: the groups pyinfra's connectors put their hosts in.
+        known = name in KNOWN_GROUPS or name.startswith("@") or _is_file_group(name, hosts, inventory)
+        if hosts and not known:
+            raise ConfigError(site.name, name, "is no group the deploy knows, so its hosts would get nothing",
+                              f"use one of: {', '.join(KNOWN_GROUPS)} (or start the name with '_': pyinfra "
+                              "then takes it for no group)")
     workstations = inventory.get_group(SERVER_GROUP, [])
     if len(workstations) > 1:
         raise ConfigError(site.name, SERVER_GROUP, f"has {len(workstations)} hosts",
@@ -97,6 +122,27 @@ def _check_groups(site: Site, inventory) -> None:
             f"managed endpoints ({', '.join(s.key for s in managed)}) are worked on from one admin host: "
             "add admin_hosts = ['@local'] (or your bastion) to the inventory",
         )
+
+
+def _is_file_group(name: str, hosts, inventory) -> bool:
+    """Whether ``name`` is the group pyinfra makes of all hosts of an inventory file, named
+    after the file (``inventories/pilot.py``: ``pilot``). pyinfra keeps no record of the
+    file, so its name is read from the command line that started the deploy."""
+    files = {Path(arg).stem for arg in sys.argv[1:] if arg.endswith(".py")}
+    return name in files and set(hosts) == set(inventory)
+
+
+def check_env_dir(site: Site, host) -> None:
+    """Refuse, before anything changes, an env directory that is not safe for secrets on
+    ``host`` (see :mod:`zeroui_db.envdir`), or a reading group the host does not know."""
+    cfg = site.env_files
+    try:
+        envdir.inspect(cfg, host.get_fact(FilesState, paths=envdir.paths_to_read(cfg.dir)))
+    except envdir.UnsafeDirectory as e:
+        raise ConfigError(site.name, "env_files.dir", f"{e.problem} (on {host.name})", e.fix) from None
+    if cfg.group and not host.get_fact(GroupExists, group_name=cfg.group):
+        raise ConfigError(site.name, "env_files.group", f"group {cfg.group} does not exist on {host.name}",
+                          f"create it (groupadd {cfg.group}) or name an existing group")
 
 
 def servers_worked_from(deployment: Deployment, host, inventory) -> tuple[Server, ...]:
@@ -120,6 +166,12 @@ def server_plan(site: Site, host) -> ClusterLayout:
             site.name, "cluster.version", f"the distribution's PostgreSQL major is unknown on {host.name}",
             "set cluster.version, or run apt-get update on that host",
         )
+    own = {k: getattr(site.cluster, k) for k in ("ssl_cert_file", "ssl_key_file") if getattr(site.cluster, k)}
+    found = host.get_fact(RegularFiles, paths=tuple(own.values())) if own else set()
+    for key, path in own.items():
+        if path not in found:
+            raise ConfigError(site.name, f"cluster.{key}", f"{path} is no file on {host.name}",
+                              "put the certificate and its key there, or correct the path")
     mine = next((c for c in pg.clusters if (c.version, c.name) == (version, site.cluster.name)), None)
     for other in pg.clusters:
         if other is not mine and other.port == site.cluster.port:
@@ -139,7 +191,7 @@ class IdePaths:
 
 def ide_paths(site: Site, host) -> IdePaths:
     """Where the IDE plane lives on a laptop: the user's XDG directories unless configured."""
-    xdg = host.get_fact(XdgDirs) if not (site.ide.data_dir and site.ide.config_dir) else {}
+    xdg = host.get_fact(XdgDirs, **AS_CONNECTING_USER) if not (site.ide.data_dir and site.ide.config_dir) else {}
     data = site.ide.data_dir or f"{xdg['data']}/zeroui"
     config = site.ide.config_dir or f"{xdg['config']}/zeroui"
     return IdePaths(f"{data}/{contract.IDE.store}", f"{config}/{contract.IDE.key}.env")

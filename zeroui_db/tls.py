@@ -86,6 +86,11 @@ def _write_new(path: Path, data: bytes, *, replace: bool) -> None:
             os.unlink(tmp)
 
 
+def ca_cert_path(directory: Path, site: str) -> Path:
+    """The site CA's certificate, beside the secrets store in ``directory``."""
+    return Path(directory) / f"{site}-ca.crt"
+
+
 class SiteCA:
     """The site's CA: its key stays in memory and in the 0600 file, and only signs."""
 
@@ -102,7 +107,7 @@ class SiteCA:
         directory = Path(directory)
         with suppress(FileExistsError):  # an existing directory keeps its mode: it may not be ours
             directory.mkdir(mode=0o700, parents=True)  # a umask can only narrow 0700
-        key_path, cert_path = directory / f"{site}-ca.key", directory / f"{site}-ca.crt"
+        key_path, cert_path = directory / f"{site}-ca.key", ca_cert_path(directory, site)
         with open(directory / f".{site}-ca.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released on close, even if this process dies
             if not key_path.exists():

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from clusters import drop_cluster, drop_stale_test_clusters, free_port, unique_cluster_name
-from deployment import Deployment
+from deployment import CloudDeployment, Deployment
 from lab import Lab
 from standins import StandIn, remove_stale_standins
 from testca import TestCA
@@ -106,3 +106,22 @@ def cloud_standins(lab, workdir) -> dict[str, StandIn]:
         yield {plane: stack.enter_context(StandIn(lab, f"cloud-{plane}", address, ca, master=f"master_{plane}",
                                                   master_password=secrets.token_urlsafe(24)))
                for plane, address in CLOUD_ADDRESSES.items()}
+
+
+# The cloud site's plane whose database the master makes beforehand, as a provider's console would.
+ADOPTED = contract.SHARED
+
+
+@pytest.fixture(scope="session")
+def cloud(lab, workdir, cloud_standins) -> CloudDeployment:
+    """The cloud site on the stand-ins, deployed once from @local (``first_run``)."""
+    base = workdir / "cloud"
+    base.mkdir()
+    networks = {**{g: [f"{a}/32"] for g, a in CLIENT_HOSTS.items() if g != "intruder"},
+                # The deploy runs in the root namespace: it reaches the stand-ins from the bridge address.
+                contract.ADMIN_HOSTS.key: [f"{lab.bridge_address}/32"]}
+    c = CloudDeployment(base, "zt-cloud", cloud_standins, networks)
+    s = cloud_standins[ADOPTED.key]
+    s.superuser_sql(f"SET ROLE {s.master}; CREATE DATABASE {ADOPTED.store};")
+    c.first_run = c.deploy(check=False)
+    return c

@@ -11,12 +11,15 @@ namespace joined to the bridge by a veth pair.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import ipaddress
 import json
 import os
+import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -28,6 +31,10 @@ from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"  # absolute path: sshd refuses to re-exec itself otherwise
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# Marks the machine-wide users a lab creates (users are not per namespace), so that only
+# they are ever removed, also when a crashed run left them behind.
+OPERATOR_MARK = "zeroui-test-lab operator"
+SUDOERS_DIR = "/etc/sudoers.d"
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,7 @@ class Lab:
         self.bridge_address = str(next(self.subnet.hosts()))
         self._hosts: dict[str, str] = {}          # name -> address
         self._sshds: list[subprocess.Popen] = []
+        self._operators: list[str] = []
         self._tmp: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -154,6 +162,9 @@ class Lab:
         for idx in range(len(self._hosts)):
             _ip("link", "del", self._veth(idx, "a"), check=False)  # normally gone with its netns
         self._hosts.clear()
+        for user in self._operators:
+            _remove_operator(user)
+        self._operators.clear()
         _ip("link", "del", self.bridge, check=False)
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -178,6 +189,8 @@ class Lab:
                 _ip("link", "del", link["ifname"], check=False)
         for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{self.prefix}-lab-*")):
             shutil.rmtree(path, ignore_errors=True)
+        for user in _marked_operators(self.prefix):
+            _remove_operator(user)
 
     def _check_subnet_free(self) -> None:
         # Reusing a routed subnet (e.g. eth0's) would hijack real traffic, such as the gateway's.
@@ -238,8 +251,29 @@ class Lab:
 
     # -- sshd --------------------------------------------------------------------------------
 
-    def start_sshd(self, name: str, port: int = 22) -> SshTarget:
-        """Start an sshd inside host `name`; sessions over it run in that namespace's network."""
+    def add_operator(self) -> str:
+        """A non-root user of this machine (unique name, no password, a home of its own)
+        who may run anything as root with sudo and no password: the way most companies let
+        an operator deploy. Removed with the lab, also after a crash (by its mark)."""
+        if not shutil.which("sudo"):
+            raise RuntimeError("sudo missing: apt-get install sudo (./bundle test installs it)")
+        user = f"{self.prefix}op{secrets.token_hex(4)}"
+        self._operators.append(user)  # first, so cleanup removes a half-made one
+        # "*", not useradd's locked "!": sshd without PAM refuses locked accounts.
+        subprocess.run(["useradd", "--create-home", "--user-group", "--shell", "/bin/sh", "--password", "*",
+                        "--comment", OPERATOR_MARK, user], check=True, capture_output=True)
+        rule = Path(SUDOERS_DIR) / _sudoers_name(user)
+        # sudo reads a drop-in only when it is 0440 and parses; visudo checks it before it counts.
+        tmp = rule.with_name(f".{rule.name}.new")  # names with a dot are ignored by sudo
+        tmp.write_text(f"{user} ALL=(root) NOPASSWD: ALL\n")
+        os.chmod(tmp, 0o440)
+        subprocess.run(["visudo", "-c", "-q", "-f", str(tmp)], check=True, capture_output=True)
+        os.replace(tmp, rule)
+        return user
+
+    def start_sshd(self, name: str, port: int = 22, user: str = "root") -> SshTarget:
+        """Start an sshd inside host `name` that lets `user` in with a key of its own;
+        sessions over it run in that namespace's network."""
         if not os.path.exists(SSHD):
             raise RuntimeError(f"{SSHD} missing: apt-get install openssh-server")
         address = self.address(name)
@@ -248,6 +282,14 @@ class Lab:
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"lab-{key}",
                             "-f", str(tmp / key)], check=True, capture_output=True)
         shutil.copyfile(tmp / "client_key.pub", tmp / "authorized_keys")
+        # sshd reads a user's authorized keys as that user: an operator's are in its own home.
+        user_keys = ""
+        if user != "root":
+            home = Path(pwd.getpwnam(user).pw_dir)
+            (home / ".ssh").mkdir(mode=0o700, exist_ok=True)
+            shutil.copyfile(tmp / "client_key.pub", home / ".ssh" / "authorized_keys")
+            subprocess.run(["chown", "-R", f"{user}:", str(home / ".ssh")], check=True)
+            user_keys = " .ssh/authorized_keys"
         config = tmp / "sshd_config"
         config.write_text(f"""\
 ListenAddress {address}
@@ -257,7 +299,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
-AuthorizedKeysFile {tmp}/authorized_keys
+AuthorizedKeysFile {tmp}/authorized_keys{user_keys}
 PidFile {tmp}/sshd.pid
 HostKey {tmp}/host_key
 # pyinfra uploads files over SFTP
@@ -275,7 +317,7 @@ Subsystem sftp internal-sftp
         key_type, key_b64 = (tmp / "host_key.pub").read_text().split()[:2]
         host = address if port == 22 else f"[{address}]:{port}"
         (tmp / "known_hosts").write_text(f"{host} {key_type} {key_b64}\n")
-        return SshTarget(host=address, port=port, user="root", key_path=str(tmp / "client_key"),
+        return SshTarget(host=address, port=port, user=user, key_path=str(tmp / "client_key"),
                          known_hosts_path=str(tmp / "known_hosts"))
 
     @staticmethod
@@ -293,3 +335,40 @@ Subsystem sftp internal-sftp
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"sshd on {address}:{port} not ready after {wait}s: {log.read_text(errors='replace')}")
+
+
+def _sudoers_name(user: str) -> str:
+    return f"zeroui-test-{user}"
+
+
+def _marked_operators(prefix: str) -> list[str]:
+    return [p.pw_name for p in pwd.getpwall()
+            if p.pw_gecos == OPERATOR_MARK and p.pw_name.startswith(f"{prefix}op")]
+
+
+def _remove_operator(user: str) -> None:
+    """Remove an operator this lab made: its sudo rule, its processes, the user and its home."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        entry = None
+    if entry is not None and entry.pw_gecos != OPERATOR_MARK:
+        raise RuntimeError(f"refusing to remove user {user}: not made by a lab")
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(Path(SUDOERS_DIR) / _sudoers_name(user))
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(Path(SUDOERS_DIR) / f".{_sudoers_name(user)}.new")
+    if entry is not None:
+        for pid in _pids_of(entry.pw_uid):  # sessions left over; normally gone with their sshd
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        subprocess.run(["userdel", "--force", "--remove", user], capture_output=True)
+
+
+def _pids_of(uid: int) -> list[int]:
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if os.stat(f"/proc/{pid}").st_uid == uid:
+                pids.append(int(pid))
+    return pids

@@ -260,6 +260,7 @@ ssl_min_protocol_version = 'TLSv1.2'
 password_encryption = 'scram-sha-256'
 lc_messages = 'C'
 log_connections = on
+log_disconnections = on
 # Throwaway data: durability only slows the tests down.
 fsync = off
 synchronous_commit = off

@@ -191,4 +191,4 @@ def test_commands_refuse_a_site_without_a_workstation(tmp_path):
     for verb in ("backup", "restore-drill"):
         proc = subprocess.run([sys.executable, "-m", "zeroui_db.cli", verb, str(inventory)], cwd=REPO,
                               env={**os.environ}, text=True, capture_output=True, timeout=60)
-        assert proc.returncode == 1 and "no workstation cluster" in proc.stderr, proc.stderr
+        assert proc.returncode == 2 and "no workstation cluster" in proc.stderr, proc.stderr

@@ -17,8 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 from psycopg import sql
 
-from conftest import CLIENT_HOSTS
-from deployment import CloudDeployment
+from conftest import ADOPTED  # its database was made beforehand by the master
 from hosts import service_host, sql_from_host
 from standins import pg_dump16
 
@@ -26,24 +25,6 @@ from zeroui_db import contract
 
 pytestmark = [pytest.mark.integration, pytest.mark.cloud]
 
-SITE = "zt-cloud"
-ADOPTED = contract.SHARED  # its database is made beforehand by the master, as a provider's console would
-
-
-@pytest.fixture(scope="module")
-def cloud(lab, workdir, cloud_standins):
-    """The cloud site, deployed once (``first_run``)."""
-    base = workdir / "cloud"
-    base.mkdir()
-    networks = {**{g: [f"{a}/32"] for g, a in CLIENT_HOSTS.items() if g != "intruder"},
-                # The deploy runs in the root namespace: it reaches the stand-ins from the bridge address.
-                contract.ADMIN_HOSTS.key: [f"{lab.bridge_address}/32"]}
-    c = CloudDeployment(base, SITE, cloud_standins, networks)
-    # A provider's console often makes the database: the deploy adopts it.
-    s = cloud_standins[ADOPTED.key]
-    s.superuser_sql(f"SET ROLE {s.master}; CREATE DATABASE {ADOPTED.store};")
-    c.first_run = c.deploy(check=False)
-    return c
 
 
 def test_first_deploy_converges_then_nothing_changes(cloud):

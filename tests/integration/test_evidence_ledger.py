@@ -280,3 +280,4 @@ def test_the_audit_trail_is_written_by_its_trigger_with_the_acting_role(lab, loc
         f"JOIN policy_bundles b ON b.id = s.bundle_id WHERE b.bundle_key = '{key}'",
     ], dbname=PRODUCT.store)
     assert trail["rows"] == [["draft", PRODUCT.app_role]], trail
+

@@ -303,8 +303,11 @@ def test_env_files_hold_only_their_planes_url(host, local_site):
     planes = [g.plane for g in contract.SERVICE_GROUPS]
     paths = {plane: envfiles.path(site, plane) for plane in planes}
     cas = {plane: local_site.env_dir / f"{plane.key}-ca.crt" for plane in planes}
-    assert {p.name for p in local_site.env_dir.iterdir()} == {Path(p).name for p in [*paths.values(), *cas.values()]}
-    assert host.file(str(local_site.env_dir)).mode & 0o007 == 0
+    # Beside them only the marker that says the bundle made the directory (zeroui_db/envdir.py), root's.
+    marker = local_site.env_dir / ".zeroui-db"
+    assert {p.name for p in local_site.env_dir.iterdir()} == {Path(p).name for p in [*paths.values(), *cas.values(),
+                                                                                      marker]}
+    assert (host.file(str(marker)).user, host.file(str(local_site.env_dir)).mode) == ("root", 0o750)
     site_ca = Path(local_site.ca_file).read_bytes()
     for ca in cas.values():
         f = host.file(str(ca))

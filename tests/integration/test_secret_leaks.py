@@ -9,12 +9,10 @@ either, must be in the env file, and must be the one the server accepts.
 
 from __future__ import annotations
 
-import os
 import re
 import runpy
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import psycopg
@@ -23,6 +21,7 @@ import pytest
 from clusters import drop_cluster
 from conftest import client_networks, new_deployment
 from deployment import REPO
+from watch import CmdlineSampler, store_secrets
 
 from zeroui_db import contract, envfiles
 from zeroui_db.config import ADMIN_LOOPBACK, parse_site
@@ -35,59 +34,6 @@ VERIFIER_RE = re.compile(r"SCRAM-SHA-256\$\d+:")
 PLANE = contract.POSTGRES_PLANES[0]
 GROUP = next(g for g in contract.SERVICE_GROUPS if g.plane is PLANE)
 ROLE = PLANE.app_role
-
-
-class CmdlineSampler:
-    """Collects every distinct /proc/*/cmdline seen, sampling about every 10 ms."""
-
-    def __init__(self, interval: float = 0.01):
-        self.interval = interval
-        self.seen: set[bytes] = set()
-        self.rounds = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> CmdlineSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit():
-                    continue
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        cmdline = f.read()
-                except OSError:  # gone meanwhile
-                    continue
-                if cmdline:
-                    self.seen.add(cmdline)
-            self.rounds += 1
-            self._stop.wait(self.interval)
-
-    @property
-    def text(self) -> str:
-        return "\n".join(c.replace(b"\0", b" ").decode(errors="replace") for c in sorted(self.seen))
-
-
-def _secrets(store: dict) -> dict[str, str]:
-    """label -> secret: every password and applied verifier, and the keys inside each verifier."""
-    out = {}
-    for role, entry in store["roles"].items():
-        if "password" in entry:
-            out[f"password of {role}"] = entry["password"]
-        if "applied_verifier" in entry:
-            verifier = entry["applied_verifier"]
-            out[f"verifier of {role}"] = verifier
-            stored_key, server_key = verifier.rsplit("$", 1)[1].split(":")
-            out[f"StoredKey of {role}"] = stored_key
-            out[f"ServerKey of {role}"] = server_key
-    return out
 
 
 def _leaks(sources: dict[str, str], secrets: dict[str, str]) -> list[str]:
@@ -154,7 +100,7 @@ def test_loud_flags_combine_with_json(first):
 
 def test_first_deploy_leaks_nothing(first, leak_site):
     run, sampler, store = first
-    secrets = _secrets(store)
+    secrets = store_secrets(store)
     # Every managed role has a password and (once applied) a verifier to look for.
     assert sum(label.startswith("password of") for label in secrets) == len(store["roles"]) > 0
     assert any(label.startswith("verifier of") for label in secrets)
@@ -188,7 +134,7 @@ def test_rotation_sets_a_new_password(rotated):
 
 def test_rotated_deploy_leaks_nothing(rotated, leak_site):
     run, sampler, before, after = rotated
-    secrets = {**{f"old {k}": v for k, v in _secrets(before).items()}, **_secrets(after)}
+    secrets = {**{f"old {k}": v for k, v in store_secrets(before).items()}, **store_secrets(after)}
     sources = {
         "pyinfra stdout": run.stdout, "pyinfra stderr": run.stderr,
         "a process command line": sampler.text, "the server log": _server_log(leak_site),

@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-DAYS = "2"  # long enough for any test session, short enough to be useless if one leaks
+DAYS = "90"  # beyond the audit's 30-day expiry warning; the key never leaves the test's temp dir
 KEY_OPTS = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
 
 

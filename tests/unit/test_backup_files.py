@@ -131,7 +131,7 @@ def test_the_repository_fact_counts_full_backups_in_a_backup_info_file(tmp_path)
                     '20261128-165652F={"backup-type":"full"}\n'
                     '20261128-165652F_20261128-165834I={"backup-type":"incr"}\n'
                     '20261129-013000F={"backup-type":"full"}\n\n[db]\ndb-id=1\n')
-    out = subprocess.run(["sh", "-c", BackupRepository().command(str(tmp_path), "15-main")],
+    out = subprocess.run(["sh", "-c", BackupRepository().command(str(tmp_path), "15-main").get_raw_value()],
                          text=True, capture_output=True).stdout.splitlines()
     assert BackupRepository().process(out) == BackupRepositoryInfo(True, 2)
 

@@ -428,7 +428,7 @@ def test_backup_defaults(site):
 
 
 def test_backup_from_the_inventory(data):
-    data["backup"] = {"repository": "/srv/backups/pg/", "retention_full": 4, "full_schedule": "0  3 * * 6",
+    data["backup"] = {"repository": "/srv/backups/pg", "retention_full": 4, "full_schedule": "0  3 * * 6",
                       "incremental_schedule": "0 */6 * * *"}
     b = parse_site(data).backup
     assert (b.repository, b.retention_full, b.full_schedule, b.incremental_schedule) == (
@@ -436,8 +436,12 @@ def test_backup_from_the_inventory(data):
 
 
 @pytest.mark.parametrize("backup,message", [
-    ({"repository": "/var/lib"}, "inventory pilot: backup.repository: /var/lib is a system directory; "
-                                 "give the backups a directory of their own, e.g. /var/lib/pgbackrest"),
+    ({"repository": "/var/lib"}, "inventory pilot: backup.repository: /var/lib is a system or shared directory; "
+                                 "give the backups a directory of their own, such as /var/lib/pgbackrest "
+                                 "(the deploy makes it postgres's)"),
+    ({"repository": "/home/alice"}, "inventory pilot: backup.repository: /home/alice is a system or shared "
+                                    "directory; give the backups a directory of their own, such as "
+                                    "/var/lib/pgbackrest (the deploy makes it postgres's)"),
     ({"repository": "backups"}, "inventory pilot: backup.repository: 'backups' is not a plain absolute path; "
                                 "write an absolute path without quotes, spaces or shell characters"),
     ({"full_schedule": "@weekly"}, "inventory pilot: backup.full_schedule: '@weekly' is not a cron schedule; write "

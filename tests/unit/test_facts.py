@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from zeroui_db.facts import (
-    ClusterInfo, ClusterServerState, PostgresHost, PostgresHostInfo, ServerKey, ServerKeyInfo,
+    ClusterInfo, ClusterServerState, PostgresHost, PostgresHostInfo, RoleVerifiers, ServerKey, ServerKeyInfo,
 )
 
 
@@ -88,3 +88,14 @@ def test_server_key_ignores_a_truncated_block():
     public, cert = key_and_certificate()
     half = lines(cert)[:3]  # BEGIN CERTIFICATE without its END
     assert ServerKey().process(lines(public) + half) == ServerKeyInfo(public, None)
+
+
+def test_role_verifiers():
+    """pg_authid read as digests: a role with a password, one without; nothing when the cluster is down."""
+    fact = RoleVerifiers()
+    command = str(fact.command(roles=("zeroui_tenant_app", "zeroui_tenant_ro"), port=5433))
+    assert "pg_authid" in command and "zeroui_tenant_ro" in command and "-p 5433" in command
+    assert "rolpassword" in command and "sha256" in command  # the keys never leave the server as they are
+    line = '{"zeroui_tenant_app" : "4096:c2FsdA==:9f86d0", "zeroui_tenant_ro" : null}'
+    assert fact.process([line]) == {"zeroui_tenant_app": "4096:c2FsdA==:9f86d0", "zeroui_tenant_ro": None}
+    assert fact.process([]) == {}

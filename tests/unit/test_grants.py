@@ -21,6 +21,7 @@ from conftest import BASE, CLOUD
 
 TENANT, PRODUCT, SHARED = contract.TENANT, contract.PRODUCT, contract.SHARED
 ADMIN = contract.ADMIN_ROLE  # the pilot's own admin role
+AUDIT = contract.AUDIT_ROLE  # the audit's read-only login, on every server
 MASTER = "zeroui_master"  # the provider's admin user, as CLOUD names it
 SUPERUSER = "postgres"  # grantor of what the pilot's superuser granted
 PROVIDER = "rdsadmin"  # the provider's bootstrap superuser, grantor of its implicit grants
@@ -82,7 +83,8 @@ def converged_database(plane, admin) -> DatabaseState:
     return DatabaseState(
         owner=owner,
         acl={owner: frozenset({"CREATE", "TEMPORARY", "CONNECT"}),
-             app: frozenset({"CONNECT"}), ro: frozenset({"CONNECT"}), admin: frozenset({"CONNECT"})},
+             app: frozenset({"CONNECT"}), ro: frozenset({"CONNECT"}), admin: frozenset({"CONNECT"}),
+             AUDIT: frozenset({"CONNECT"})},
         schema_acl={"pg_database_owner": frozenset({"USAGE", "CREATE"}),
                     app: frozenset({"USAGE"}), ro: frozenset({"USAGE"}),
                     # The tenant's evidence keeper owns the receipts ledger there.
@@ -98,7 +100,8 @@ def converged_database(plane, admin) -> DatabaseState:
 
 
 def plane_roles(*planes) -> dict:
-    roles = {}
+    """The planes' roles and the audit's, as pg_roles shows them."""
+    roles = {AUDIT: plane_role(True)}
     for p in planes:
         roles[p.owner_role] = plane_role(False)
         if p is TENANT:
@@ -113,9 +116,12 @@ def converged_workstation(version=PG15) -> Catalog:
     return Catalog(
         server_version=version,
         roles=plane_roles(*planes),
-        memberships=tuple(Membership(p.owner_role, ADMIN, SUPERUSER, admin=False, inherit=False, set=True)
-                          for p in planes),
+        memberships=(*(Membership(p.owner_role, ADMIN, SUPERUSER, admin=False, inherit=False, set=True)
+                       for p in planes),
+                     # The audit reads every setting (the superuser granted it on the pilot).
+                     Membership("pg_read_all_settings", AUDIT, SUPERUSER, admin=False, inherit=True, set=True)),
         databases={p.store: converged_database(p, ADMIN) for p in planes},
+        audit_reads_hba=True,
     )
 
 
@@ -151,6 +157,20 @@ def limits(role, connections, statement_timeout):
     ]
 
 
+def new_audit_role(clauses="NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"):
+    return [("role", "postgres", None,
+             f"CREATE ROLE \"{AUDIT}\" {clauses} LOGIN PASSWORD 'SCRAM-SHA-256$fresh-{AUDIT}'")]
+
+
+def audit_reads_the_rules():
+    """On the pilot the local superuser lets the audit read settings and pg_hba."""
+    return [
+        ("role", "postgres", None, f'GRANT "pg_read_all_settings" TO "{AUDIT}"'),
+        ("role", "postgres", None, f'GRANT SELECT ON pg_catalog.pg_hba_file_rules TO "{AUDIT}"'),
+        ("role", "postgres", None, f'GRANT EXECUTE ON FUNCTION pg_catalog.pg_hba_file_rules() TO "{AUDIT}"'),
+    ]
+
+
 def new_roles(plane, admin_clauses="NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"):
     owner, app, ro = plane.owner_role, plane.app_role, plane.readonly_role
     keeper = [("role", "postgres", None, f'CREATE ROLE "{plane.keeper_role}" {admin_clauses} NOLOGIN')]
@@ -171,9 +191,8 @@ def new_database(plane, admin):
         ("database", "postgres", None,
          f"CREATE DATABASE \"{db}\" OWNER \"{owner}\" ENCODING 'UTF8' TEMPLATE template0"),
         ("database", "postgres", owner, f'REVOKE ALL ON DATABASE "{db}" FROM PUBLIC'),
-        ("database", "postgres", owner, f'GRANT CONNECT ON DATABASE "{db}" TO "{admin}"'),
-        ("database", "postgres", owner, f'GRANT CONNECT ON DATABASE "{db}" TO "{app}"'),
-        ("database", "postgres", owner, f'GRANT CONNECT ON DATABASE "{db}" TO "{ro}"'),
+        *sorted([("database", "postgres", owner, f'GRANT CONNECT ON DATABASE "{db}" TO "{r}"')
+                 for r in (admin, AUDIT, app, ro)], key=lambda step: step[3]),
         ("database", db, owner, 'REVOKE ALL ON SCHEMA "public" FROM PUBLIC'),
         ("database", db, owner, f'GRANT USAGE ON SCHEMA "public" TO "{app}"'),
         *([("database", db, owner, f'GRANT CREATE, USAGE ON SCHEMA "public" TO "{plane.keeper_role}"')]
@@ -199,11 +218,12 @@ def test_empty_workstation_gets_everything_roles_first():
     passwords = FakePasswords(applied=False)
     steps = grants.plan(pilot_server(), Catalog(server_version=PG15), passwords)
     assert where(steps) == [
-        *new_roles(TENANT), *new_roles(PRODUCT), *new_roles(SHARED),
+        *new_audit_role(), *new_roles(TENANT), *new_roles(PRODUCT), *new_roles(SHARED),
         # The admin may act as each owner (SET ROLE); on 15 it is NOINHERIT, so no more than that.
         ("role", "postgres", None, f'GRANT "{PRODUCT.owner_role}" TO "{ADMIN}"'),
         ("role", "postgres", None, f'GRANT "{SHARED.owner_role}" TO "{ADMIN}"'),
         ("role", "postgres", None, f'GRANT "{TENANT.owner_role}" TO "{ADMIN}"'),
+        *audit_reads_the_rules(),
         *new_database(TENANT, ADMIN), *new_database(PRODUCT, ADMIN), *new_database(SHARED, ADMIN),
     ]
     assert not any(s.blocked for s in steps)
@@ -213,7 +233,7 @@ def test_empty_workstation_gets_everything_roles_first():
         if step.after:
             step.after()
     assert passwords.recorded == {r: f"SCRAM-SHA-256$fresh-{r}"
-                                  for p in (TENANT, PRODUCT, SHARED) for r in (p.app_role, p.readonly_role)}
+                                  for r in (AUDIT, *(r for p in (TENANT, PRODUCT, SHARED) for r in p.login_roles))}
 
 
 def test_recreated_cluster_reuses_the_applied_verifier():
@@ -393,6 +413,7 @@ def test_converged_managed_server_needs_nothing(plane):
 def test_empty_managed_server_gets_its_plane_only(version, set_option):
     steps = grants.plan(cloud_server(PRODUCT), Catalog(server_version=version), FakePasswords(applied=False))
     assert where(steps) == [
+        *new_audit_role("NOCREATEDB NOCREATEROLE INHERIT"),
         *new_roles(PRODUCT, admin_clauses="NOCREATEDB NOCREATEROLE INHERIT"),
         ("role", "postgres", None, f'GRANT "{PRODUCT.owner_role}" TO "{MASTER}"{set_option}'),
         *new_database(PRODUCT, MASTER),
@@ -468,9 +489,10 @@ def test_adopted_database_owned_by_the_master_is_given_to_the_owner():
                            "PUBLIC": frozenset({"CONNECT", "TEMPORARY"})})
     db, owner = TENANT.store, TENANT.owner_role
     steps = where(grants.plan(cloud_server(TENANT), catalog, FakePasswords()))
-    assert steps[:5] == [
+    assert steps[:6] == [
         ("database", "postgres", None, f'ALTER DATABASE "{db}" OWNER TO "{owner}"'),
         ("database", "postgres", owner, f'REVOKE ALL ON DATABASE "{db}" FROM PUBLIC'),
+        ("database", "postgres", owner, f'GRANT CONNECT ON DATABASE "{db}" TO "{AUDIT}"'),
         ("database", "postgres", owner, f'GRANT CONNECT ON DATABASE "{db}" TO "{MASTER}"'),
         ("database", "postgres", owner, f'GRANT CONNECT ON DATABASE "{db}" TO "{TENANT.app_role}"'),
         ("database", "postgres", owner, f'GRANT CONNECT ON DATABASE "{db}" TO "{TENANT.readonly_role}"'),
@@ -514,3 +536,68 @@ def test_step_repr_hides_verifiers():
     assert any("SCRAM-SHA-256$" in t for t in sql(steps))  # the statements carry them...
     for shown in (repr(steps), str(steps), " ".join(s.summary for s in steps)):
         assert "SCRAM" not in shown and "correct horse" not in shown  # ...what is shown never
+
+
+# --- Objects inside a plane: what a role holds beyond its ceiling is revoked ------------------
+
+def with_objects(catalog, plane, *objects):
+    catalog.databases[plane.store].objects = tuple(objects)
+    return catalog
+
+
+def test_object_privileges_beyond_the_ceiling_are_revoked_by_the_owner():
+    """The read-only role may only read; PUBLIC gets nothing on tables; the app gets DML, never TRUNCATE."""
+    owner, app, ro = TENANT.owner_role, TENANT.app_role, TENANT.readonly_role
+    everything = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"})
+    catalog = with_objects(converged_workstation(), TENANT,
+                           grants.DbObject("table", "public.receipts", owner, {
+                               owner: everything, app: frozenset({"SELECT", "INSERT", "TRUNCATE"}),
+                               ro: frozenset({"SELECT", "UPDATE"}), "PUBLIC": frozenset({"SELECT"})}),
+                           grants.DbObject("sequence", "public.s", owner, {owner: frozenset({"USAGE", "SELECT", "UPDATE"}),
+                                                                           ro: frozenset({"SELECT", "UPDATE"})}),
+                           grants.DbObject("function", "public.f(integer)", owner, {
+                               owner: frozenset({"EXECUTE"}), "PUBLIC": frozenset({"EXECUTE"})}))
+    db = TENANT.store
+    assert where(grants.plan(pilot_server(), catalog, FakePasswords())) == [
+        ("database", db, owner, 'REVOKE SELECT ON TABLE public.receipts FROM PUBLIC'),
+        ("database", db, owner, f'REVOKE TRUNCATE ON TABLE public.receipts FROM "{app}"'),
+        ("database", db, owner, f'REVOKE UPDATE ON TABLE public.receipts FROM "{ro}"'),
+        ("database", db, owner, f'REVOKE UPDATE ON SEQUENCE public.s FROM "{ro}"'),
+    ]
+
+
+def test_object_privileges_beyond_the_ceiling_on_the_keepers_ledger_are_revoked_as_the_keeper():
+    """The evidence ledger is the keeper's: it may let the owner read it and record checkpoints, nothing
+    more; drift there is revoked by a keeper step (the pilot's superuser, or the managed admin for one
+    transaction), never as the owner, which may not."""
+    owner, keeper, app, ro = TENANT.owner_role, TENANT.keeper_role, TENANT.app_role, TENANT.readonly_role
+    catalog = with_objects(converged_workstation(), TENANT,
+                           grants.DbObject("table", "public.receipts", keeper, {
+                               keeper: frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"}),
+                               owner: frozenset({"SELECT", "INSERT"}), app: frozenset({"SELECT", "INSERT"}),
+                               ro: frozenset({"SELECT", "UPDATE"})}),
+                           grants.DbObject("function", "public.record_receipt_checkpoint(text)", keeper, {
+                               keeper: frozenset({"EXECUTE"}), owner: frozenset({"EXECUTE"})}))
+    db = TENANT.store
+    assert where(grants.plan(pilot_server(), catalog, FakePasswords())) == [
+        ("keeper", db, keeper, f'REVOKE INSERT ON TABLE public.receipts FROM "{owner}"'),
+        ("keeper", db, keeper, f'REVOKE UPDATE ON TABLE public.receipts FROM "{ro}"'),
+    ]
+
+
+def test_objects_of_another_owner_are_left_to_the_audit():
+    catalog = with_objects(converged_workstation(), TENANT,
+                           grants.DbObject("table", "public.t", "mallory", {"mallory": frozenset({"SELECT"}),
+                                                                            "PUBLIC": frozenset({"SELECT"})}))
+    assert grants.plan(pilot_server(), catalog, FakePasswords()) == []
+
+
+def test_audit_role_holds_only_what_lets_it_read():
+    catalog = converged_workstation()
+    catalog.memberships += (Membership("pg_write_all_data", AUDIT, SUPERUSER),)
+    catalog.audit_reads_hba = False
+    assert where(grants.plan(pilot_server(), catalog, FakePasswords())) == [
+        ("role", "postgres", None, f'REVOKE "pg_write_all_data" FROM "{AUDIT}"'),
+        ("role", "postgres", None, f'GRANT SELECT ON pg_catalog.pg_hba_file_rules TO "{AUDIT}"'),
+        ("role", "postgres", None, f'GRANT EXECUTE ON FUNCTION pg_catalog.pg_hba_file_rules() TO "{AUDIT}"'),
+    ]

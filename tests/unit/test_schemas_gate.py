@@ -90,3 +90,12 @@ def test_statements_split_with_dollar_quotes():
     m = schemas.Migration("0001_f.sql", "-- lead\nCREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;\n"
                                         "SELECT ';';\n-- trailing comment only\n")
     assert len(m.statements()) == 2
+
+
+def test_fast_table_names_agree_with_the_parsed_tables():
+    """The audit's quick scan finds exactly the tables sqlparse finds, plane by plane."""
+    from zeroui_db import contract, schemas
+
+    for plane in contract.PLANES:
+        assert schemas.table_names(plane.key) == {t.name for t in schemas.tables(plane.key)}, plane.key
+        assert schemas.table_names(plane.key)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import click
 
+from .audit import audit
 from .backup import backup
 from .network_rules import network_rules
 from .restore_drill import restore_drill
+from .verify import verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,6 +17,8 @@ def main() -> None:
     """ZeroUI DB planes: what the contract asks of a site, and whether it holds."""
 
 
-main.add_command(network_rules)
+main.add_command(audit)
 main.add_command(backup)
+main.add_command(network_rules)
 main.add_command(restore_drill)
+main.add_command(verify)

@@ -4,40 +4,41 @@ its schedule, the stanza, and a first full backup (see README, "Backups")."""
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.api import StringCommand, deploy, operation
+from pyinfra.api import deploy, operation
 from pyinfra.operations import files
 
 from ..config import Site
 from ..facts import BackupRepository
 from ..layout import ClusterLayout
-from ..templates import template_path
+from ..privilege import SERVER_USER, as_server_user
+from ..templates import render_template
+from . import private_file
 from .report import progress
 
 
 @deploy("pgBackRest configuration")
 def configured(cluster: ClusterLayout, site: Site, ledger_database: str | None):
     """The repository directory, pgbackrest.conf, the backup script and its cron schedule.
-    Written before the cluster (re)starts: its archive_command uses them."""
+    Written before the cluster (re)starts: its archive_command uses them. The files go through
+    stdin like the cluster's own configuration (see private_file.py)."""
     backup = site.backup
     files.directory(
         name=f"Backup repository {backup.repository}", path=backup.repository,
-        user="postgres", group="postgres", mode="750", present=True,
+        user=SERVER_USER, group=SERVER_USER, mode="750", present=True,
     )
-    files.template(
-        name="pgbackrest.conf", src=template_path("pgbackrest.conf.j2"), dest=cluster.pgbackrest_conf,
-        user="postgres", group="postgres", mode="640", create_remote_dir=False,
-        site=site, cluster=cluster, backup=backup,
+    private_file.present(
+        name="pgbackrest.conf", dest=cluster.pgbackrest_conf, user=SERVER_USER, group=SERVER_USER, mode="640",
+        content=render_template("pgbackrest.conf.j2", site=site, cluster=cluster, backup=backup).encode(),
     )
     # root's, runnable by postgres: the scheduled job runs as postgres and may not change it.
-    files.template(
-        name="Backup script", src=template_path("zeroui-backup.sh.j2"), dest=cluster.backup_script,
-        user="root", group="postgres", mode="750", create_remote_dir=False,
-        site=site, cluster=cluster, ledger_database=ledger_database,
+    private_file.present(
+        name="Backup script", dest=cluster.backup_script, user="root", group=SERVER_USER, mode="750",
+        content=render_template("zeroui-backup.sh.j2", site=site, cluster=cluster,
+                                ledger_database=ledger_database).encode(),
     )
-    files.template(
-        name="Backup schedule", src=template_path("backup.cron.j2"), dest=cluster.cron_file,
-        user="root", group="root", mode="644", create_remote_dir=True,
-        site=site, cluster=cluster, backup=backup,
+    private_file.present(
+        name="Backup schedule", dest=cluster.cron_file, user="root", group="root", mode="644",
+        content=render_template("backup.cron.j2", site=site, cluster=cluster, backup=backup).encode(),
     )
 
 
@@ -53,12 +54,12 @@ def stanza(cluster: ClusterLayout, repository: str):
 
         backup.stanza(name="pgBackRest stanza", cluster=layout, repository="/var/lib/pgbackrest")
     """
-    have = host.get_fact(BackupRepository, repository=repository, stanza=cluster.stanza, _su_user="postgres")
+    have = host.get_fact(BackupRepository, repository=repository, stanza=cluster.stanza)
     if have.stanza:
         host.noop(f"stanza {cluster.stanza} exists")
         return
-    yield StringCommand("pgbackrest", f"--config={cluster.pgbackrest_conf}", f"--stanza={cluster.stanza}",
-                        "--log-level-console=warn", "stanza-create", _su_user="postgres")
+    yield as_server_user("pgbackrest", f"--config={cluster.pgbackrest_conf}", f"--stanza={cluster.stanza}",
+                         "--log-level-console=warn", "stanza-create")
 
 
 @operation()
@@ -73,9 +74,9 @@ def first_full(cluster: ClusterLayout, repository: str):
 
         backup.first_full(name="First full backup", cluster=layout, repository="/var/lib/pgbackrest")
     """
-    have = host.get_fact(BackupRepository, repository=repository, stanza=cluster.stanza, _su_user="postgres")
+    have = host.get_fact(BackupRepository, repository=repository, stanza=cluster.stanza)
     if have.backups:
         host.noop(f"stanza {cluster.stanza} holds {have.backups} full backup(s)")
         return
     progress(f"make the first full backup of {cluster.version}/{cluster.name}")
-    yield StringCommand(cluster.backup_script, "full", _su_user="postgres")
+    yield as_server_user(cluster.backup_script, "full")

@@ -9,9 +9,11 @@ from pyinfra.api import OperationError, operation
 from pyinfra.api.command import FunctionCommand
 from pyinfra.api.state import StateStage
 
-from .. import catalog, converge, grants
+from .. import catalog, converge, grants, privilege
 from ..admin_link import admin_connect
 from ..config import Server
+from ..facts import RoleVerifiers
+from ..secret_store import ServerChecked
 from .report import fail, progress
 from .roles import superuser_psql
 
@@ -30,16 +32,23 @@ def converged(server: Server, password: str, ca_file: str, store):
         planes.converged(name="Plane databases and roles", server=server, password=pw,
                          ca_file="/path/ca.crt", store=store)
     """
+    passwords = store
+    if server.workstation:
+        # The local superuser can read pg_authid: a password changed by hand is set again.
+        # A managed service hides it; there the store's record of what it applied stands in.
+        roles = tuple(r for p in server.planes for r in p.login_roles)
+        passwords = ServerChecked(store, host.get_fact(RoleVerifiers, roles=roles, port=server.port,
+                                                       _su_user="postgres"))
     try:
         with admin_connect(host, server, password, ca_file) as connect:
-            steps = grants.plan(server, catalog.read(connect, server), store)
+            steps = grants.plan(server, catalog.read(connect, server), passwords)
     except psycopg.OperationalError as e:
         if host.state.current_stage == StateStage.Execute:
             raise OperationError(f"cannot reach {server.key} as {server.admin_user}: {_first_line(e)}") from None
         # Preparing (or --dry) before the cluster, its certificate or the admin role exists:
         # plan again once they do.
         logger.debug(f"planes.converged: {server.key} not reachable yet ({_first_line(e)})")
-        yield FunctionCommand(_execute, (server, password, ca_file, store, None), {})
+        yield FunctionCommand(_execute, (server, password, ca_file, passwords, None), {})
         return
     if host.state.current_stage != StateStage.Execute:
         for step in steps:  # what --dry shows
@@ -47,20 +56,20 @@ def converged(server: Server, password: str, ca_file: str, store):
     if not steps:
         host.noop(f"{server.key}: roles, databases and privileges match the contract")
         return
-    yield FunctionCommand(_execute, (server, password, ca_file, store, steps), {})
+    yield FunctionCommand(_execute, (server, password, ca_file, passwords, steps), {})
 
 
 def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[-1] if str(e).strip() else e.__class__.__name__
 
 
-def _execute(state, host, server: Server, password: str, ca_file: str, store,
+def _execute(state, host, server: Server, password: str, ca_file: str, passwords: grants.Passwords,
              steps: list[grants.Step] | None) -> bool:
     """Run the planned steps (or plan now, when the server was not up to plan earlier):
     role steps first, by the local superuser on the pilot, then database steps as the admin."""
     try:
         with admin_connect(host, server, password, ca_file) as connect:
-            todo = steps if steps is not None else grants.plan(server, catalog.read(connect, server), store)
+            todo = steps if steps is not None else grants.plan(server, catalog.read(connect, server), passwords)
             reason = converge.blocked(todo)
             if reason:
                 return fail(host, f"{server.key}: {reason}; repair it as the superuser, then deploy again")
@@ -68,15 +77,25 @@ def _execute(state, host, server: Server, password: str, ca_file: str, store,
             if roles and server.workstation:
                 for step in roles:
                     progress(step.summary, host)
-                command = superuser_psql(server.port, converge.superuser_script(roles))
-                ok, output = host.run_shell_command(command, **command.connector_arguments)
+                ok, output = privilege.run(host, superuser_psql(server.port, converge.superuser_script(roles)))
                 if not ok:
                     return fail(host, f"{server.key}: role steps failed: {output.stderr.strip()[-500:]}")
                 for step in roles:
                     if step.after:
                         step.after()
                 roles = []
-            converge.run(connect, [*roles, *(s for s in todo if s.scope == grants.DATABASE)],
+            keeper = [s for s in todo if s.scope == grants.KEEPER]
+            if keeper and server.workstation:  # the keeper's objects: the local superuser acts as the keeper
+                for database in dict.fromkeys(s.database for s in keeper):
+                    mine = [s for s in keeper if s.database == database]
+                    for step in mine:
+                        progress(step.summary, host)
+                    ok, output = privilege.run(host, superuser_psql(server.port, converge.keeper_script(mine),
+                                                                    dbname=database))
+                    if not ok:
+                        return fail(host, f"{server.key}: keeper steps failed: {output.stderr.strip()[-500:]}")
+                keeper = []
+            converge.run(connect, [*roles, *(s for s in todo if s.scope == grants.DATABASE), *keeper],
                          lambda summary: progress(summary, host))
     except converge.StepFailed as e:
         # e.g. drift only the superuser may repair (BYPASSRLS): say so in one line.

@@ -15,14 +15,16 @@ from .. import admin_link, contract, converge, grants
 from ..config import RoleLimits, Server
 from ..facts import RoleAttributes
 from ..layout import ClusterLayout
+from ..privilege import as_server_user
 from ..secret_store import SecretStore
 
 
 def superuser_psql(port: int, script: str, dbname: str = contract.MAINTENANCE_DB) -> StringCommand:
-    """psql as the local superuser (peer authentication), the script on stdin: it may hold verifiers."""
-    return StringCommand(
-        "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", str(port), "-d", dbname,
-        "-f", "-", _su_user="postgres", _stdin=script,
+    """psql as the local superuser (peer authentication), the script on stdin: it may hold
+    verifiers. One transaction: a run killed midway leaves all of it or none, never half."""
+    return as_server_user(
+        "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-p", str(port),
+        "-d", dbname, "-f", "-", _stdin=script,
     )
 
 
@@ -49,7 +51,7 @@ def admin(cluster: ClusterLayout, server: Server, store: SecretStore, ca_file: s
         host.noop(f"{contract.ADMIN_ROLE} logs in with its password and has its attributes")
         return
     # Before the cluster runs (a fresh host, or --dry) the fact is None: create the role.
-    have = host.get_fact(RoleAttributes, role=contract.ADMIN_ROLE, port=cluster.port, _su_user="postgres")
+    have = host.get_fact(RoleAttributes, role=contract.ADMIN_ROLE, port=cluster.port)
     verifier = None
     if own is None:  # no role yet, or it does not take the current password: (re)apply it
         applied = store.applied_verifier(contract.ADMIN_ROLE)

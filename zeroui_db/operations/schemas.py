@@ -12,7 +12,7 @@ from pyinfra.api import operation
 from pyinfra.api.command import FunctionCommand
 from pyinfra.api.state import StateStage
 
-from .. import contract, ledger, schemas
+from .. import contract, ledger, privilege, schemas
 from ..admin_link import admin_connect
 from ..config import Endpoint, Server
 from .report import fail, progress, refusal
@@ -101,7 +101,6 @@ def keeper_window(host, server: Server, plane: contract.Plane, migration: schema
 
 
 def _superuser(host, server: Server, statement: sql.Composable, what: str) -> None:
-    command = superuser_psql(server.port, statement.as_string() + ";\n")
-    ok, output = host.run_shell_command(command, **command.connector_arguments)
+    ok, output = privilege.run(host, superuser_psql(server.port, statement.as_string() + ";\n"))
     if not ok:
         raise KeeperWindowError(f"could not {what}: {output.stderr.strip()[-300:]}")

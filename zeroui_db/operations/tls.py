@@ -10,30 +10,28 @@ from pyinfra import host
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 from pyinfra.api.command import FunctionCommand
 
-from .. import tls
+from .. import privilege, tls
 from ..facts import ServerKey
 from ..layout import ClusterLayout
+from . import private_file
 from .report import progress
+
+CERT_MODE = "644"  # public
 
 
 def _install_certificate(cluster: ClusterLayout, pem: bytes) -> StringCommand:
-    """The certificate (public) goes in on stdin and is renamed into place, so the server
-    never reads half a file."""
-    path, new = QuoteString(cluster.ssl_cert_file), QuoteString(f"{cluster.ssl_cert_file}.new")
-    return StringCommand(
-        "umask 022 &&", "cat", ">", new, "&&", "chown", "postgres:postgres", new, "&&", "mv", "-f", new, path,
-        _stdin=pem.decode(),
-    )
+    """The certificate goes in on stdin and is renamed into place, so the server never reads half a file."""
+    user = privilege.SERVER_USER
+    return private_file.put(cluster.ssl_cert_file, pem, user, user, CERT_MODE)
 
 
 def _issue_for_new_key(state, host, cluster: ClusterLayout, ca: tls.SiteCA, names: tuple[str, ...]) -> bool:
     """Sign a certificate for the key made earlier in this run."""
-    ok, output = host.run_shell_command(
-        StringCommand("openssl", "pkey", "-pubout", "-in", QuoteString(cluster.ssl_key_file)))
+    ok, output = privilege.run(
+        host, StringCommand("openssl", "pkey", "-pubout", "-in", QuoteString(cluster.ssl_key_file)))
     if not ok:
         raise OperationError(f"could not read the public key of {cluster.ssl_key_file}: {output.stderr}")
-    command = _install_certificate(cluster, ca.issue((output.stdout + "\n").encode(), names))
-    ok, output = host.run_shell_command(command, **command.connector_arguments)
+    ok, output = privilege.run(host, _install_certificate(cluster, ca.issue((output.stdout + "\n").encode(), names)))
     return ok
 
 
@@ -57,7 +55,8 @@ def server_certificate(cluster: ClusterLayout, ca: tls.SiteCA, names: tuple[str,
         # umask 077: the key is never readable by others, not even while being written.
         yield StringCommand(
             "umask 077 &&", "openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-            "-out", new, "2>/dev/null", "&&", "chown", "postgres:postgres", new, "&&", "mv", "-f", new, key,
+            "-out", new, "2>/dev/null", "&&", "chown", f"{privilege.SERVER_USER}:{privilege.SERVER_USER}", new,
+            "&&", "mv", "-f", new, key,
         )
         yield FunctionCommand(_issue_for_new_key, (cluster, ca, names), {})
         return

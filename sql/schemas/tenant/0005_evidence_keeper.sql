@@ -147,3 +147,4 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, public AS $fn$
     SELECT coalesce(max(r.seq), 0), (SELECT h.content_hash FROM receipts h ORDER BY h.seq DESC LIMIT 1)
     FROM receipts r
 $fn$;
+
