@@ -103,10 +103,12 @@ def default_privileges(plane: Plane) -> dict[str, dict[str, frozenset[str]]]:
 
 
 def schema_privileges(plane: Plane) -> dict[str, frozenset[str]]:
-    """Who may do what in the plane's schema besides its owner: the login roles use it, the
-    evidence keeper (if the plane has one) also creates in it."""
-    keeper = {plane.keeper_role: KEEPER_SCHEMA_PRIVILEGES} if plane.keeps_evidence else {}
-    return {**{r: LOGIN_SCHEMA_PRIVILEGES for r in plane.login_roles}, **keeper}
+    """Who may do what in the plane's schema besides its owner: the login roles use it; where
+    the plane keeps evidence, its keeper also creates in it, and the audit role reaches the
+    ledger's status function there (it may read no table)."""
+    evidence = {plane.keeper_role: KEEPER_SCHEMA_PRIVILEGES,
+                contract.AUDIT_ROLE: LOGIN_SCHEMA_PRIVILEGES} if plane.keeps_evidence else {}
+    return {**{r: LOGIN_SCHEMA_PRIVILEGES for r in plane.login_roles}, **evidence}
 
 
 def database_privileges(plane: Plane, admin: str) -> dict[str, frozenset[str]]:

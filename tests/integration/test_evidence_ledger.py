@@ -281,3 +281,37 @@ def test_the_audit_trail_is_written_by_its_trigger_with_the_acting_role(lab, loc
     ], dbname=PRODUCT.store)
     assert trail["rows"] == [["draft", PRODUCT.app_role]], trail
 
+
+def test_the_audit_finds_a_cut_tail_and_a_ledger_handed_back_to_the_owner(local_site):
+    """The audit role reads the ledger's status (no receipt): a checkpoint the chain no longer holds is
+    critical. Receipts put back byte for byte, and the audit is clean again. The same for the ledger's
+    table given back to the owner, which a redeploy cannot undo (only the superuser could do either)."""
+    from test_audit import findings, run_audit
+
+    [[checkpoint]] = superuser_rows(local_site.port, TENANT.store, """
+        INSERT INTO receipts (kind, source, occurred_at, payload) VALUES ('zt.audit', 'zt', now(), '{}');
+        SELECT id FROM record_receipt_checkpoint('zt: before the cut');""")[-1:]
+    [[last]] = superuser_rows(local_site.port, TENANT.store, "SELECT max(seq) FROM receipts")
+    saved = superuser_rows(local_site.port, TENANT.store, f"COPY (SELECT * FROM receipts WHERE seq = {last}) TO STDOUT")
+    superuser_psql(local_site.port, TENANT.store, f"BEGIN; SET LOCAL session_replication_role = replica; "
+                                                  f"DELETE FROM receipts WHERE seq = {last}; COMMIT;")
+    try:
+        code, report, _ = run_audit(local_site.inventory, local_site.env)
+        assert code == 1
+        assert f"critical ledger: checkpoint {checkpoint} of the receipts chain in {TENANT.store} no longer holds: " \
+               "receipts were cut or rewritten" in [f.split(" | ")[0] for f in findings(report, "ledger")]
+    finally:
+        copy = "\n".join("\t".join(r) for r in saved)
+        superuser_psql(local_site.port, TENANT.store, "BEGIN;\nSET LOCAL session_replication_role = replica;\n"
+                                                      f"COPY receipts FROM STDIN;\n{copy}\n\\.\nCOMMIT;\n")
+    assert run_audit(local_site.inventory, local_site.env)[0] == 0
+
+    superuser_psql(local_site.port, TENANT.store, f"ALTER TABLE receipts OWNER TO {OWNER}")
+    try:
+        code, report, _ = run_audit(local_site.inventory, local_site.env)
+        assert code == 1 and any(f"the evidence ledger's table public.receipts in {TENANT.store} is owned by {OWNER}"
+                                 in f for f in findings(report, "classification")), findings(report)
+    finally:  # back to the keeper, with the owner's read of it as the migration granted it
+        superuser_psql(local_site.port, TENANT.store, f"ALTER TABLE receipts OWNER TO {KEEPER}; "
+                                                      f"SET ROLE {KEEPER}; GRANT SELECT ON receipts TO {OWNER};")
+    assert run_audit(local_site.inventory, local_site.env)[0] == 0

@@ -87,8 +87,9 @@ def converged_database(plane, admin) -> DatabaseState:
              AUDIT: frozenset({"CONNECT"})},
         schema_acl={"pg_database_owner": frozenset({"USAGE", "CREATE"}),
                     app: frozenset({"USAGE"}), ro: frozenset({"USAGE"}),
-                    # The tenant's evidence keeper owns the receipts ledger there.
-                    **({plane.keeper_role: frozenset({"USAGE", "CREATE"})} if plane is TENANT else {})},
+                    # The tenant's evidence keeper owns the receipts ledger there; the audit reads its status.
+                    **({plane.keeper_role: frozenset({"USAGE", "CREATE"}), AUDIT: frozenset({"USAGE"})}
+                       if plane is TENANT else {})},
         default_acl={
             # The owner's own entry shows up in every pg_default_acl row it has.
             owner: {"r": frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}),
@@ -194,6 +195,7 @@ def new_database(plane, admin):
         *sorted([("database", "postgres", owner, f'GRANT CONNECT ON DATABASE "{db}" TO "{r}"')
                  for r in (admin, AUDIT, app, ro)], key=lambda step: step[3]),
         ("database", db, owner, 'REVOKE ALL ON SCHEMA "public" FROM PUBLIC'),
+        *([("database", db, owner, f'GRANT USAGE ON SCHEMA "public" TO "{AUDIT}"')] if plane is TENANT else []),
         ("database", db, owner, f'GRANT USAGE ON SCHEMA "public" TO "{app}"'),
         *([("database", db, owner, f'GRANT CREATE, USAGE ON SCHEMA "public" TO "{plane.keeper_role}"')]
           if plane is TENANT else []),

@@ -4,7 +4,7 @@ its schedule, the stanza, and a first full backup (see README, "Backups")."""
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.api import deploy, operation
+from pyinfra.api import QuoteString, deploy, operation
 from pyinfra.operations import files
 
 from ..config import Site
@@ -58,8 +58,8 @@ def stanza(cluster: ClusterLayout, repository: str):
     if have.stanza:
         host.noop(f"stanza {cluster.stanza} exists")
         return
-    yield as_server_user("pgbackrest", f"--config={cluster.pgbackrest_conf}", f"--stanza={cluster.stanza}",
-                         "--log-level-console=warn", "stanza-create")
+    yield as_server_user("pgbackrest", QuoteString(f"--config={cluster.pgbackrest_conf}"),
+                         QuoteString(f"--stanza={cluster.stanza}"), "--log-level-console=warn", "stanza-create")
 
 
 @operation()
@@ -79,4 +79,4 @@ def first_full(cluster: ClusterLayout, repository: str):
         host.noop(f"stanza {cluster.stanza} holds {have.backups} full backup(s)")
         return
     progress(f"make the first full backup of {cluster.version}/{cluster.name}")
-    yield as_server_user(cluster.backup_script, "full")
+    yield as_server_user(QuoteString(cluster.backup_script), "full")

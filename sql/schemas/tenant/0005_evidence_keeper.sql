@@ -148,3 +148,14 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, public AS $fn$
     FROM receipts r
 $fn$;
 
+-- What the audit checks, readable by a role that may read no receipt (the audit role): the head,
+-- and whether every checkpoint holds. Cheap (the head by index, one lookup per checkpoint); the
+-- whole chain is verified by every backup and by the restore drill.
+CREATE FUNCTION receipt_chain_status(OUT head_seq bigint, OUT head_hash text, OUT checkpoints bigint,
+                                     OUT last_checkpoint_at timestamptz, OUT checkpoint_broken bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+    SELECT h.seq, encode(h.content_hash, 'hex'),
+           (SELECT count(*) FROM receipt_checkpoints), (SELECT max(recorded_at) FROM receipt_checkpoints),
+           verify_receipt_checkpoints()
+    FROM receipt_chain_head() h
+$fn$;
