@@ -82,8 +82,9 @@ OBJECT_CEILING = {
 }
 _OBJECT_SQL = {"table": "TABLE", "sequence": "SEQUENCE", "function": "FUNCTION"}
 # On the evidence keeper's objects the plane's owner may also read the ledger (an audit as the
-# owner) and record a checkpoint of its head; nothing more.
-KEEPER_GRANTS_OWNER = {"table": frozenset({"SELECT"}), "sequence": frozenset(), "function": frozenset({"EXECUTE"})}
+# owner, the cutover's copy) and record a checkpoint of its head; nothing more.
+KEEPER_GRANTS_OWNER = {"table": frozenset({"SELECT"}), "sequence": frozenset({"SELECT"}),
+                       "function": frozenset({"EXECUTE"})}
 
 # The audit role logs in and reads. On the pilot it may also read pg_hba and every setting;
 # on a managed service the provider's admin may grant it pg_read_all_settings or pg_monitor.

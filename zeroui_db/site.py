@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import contract, envdir
 from .config import ConfigError, Endpoint, Server, Site, parse_site
+from .cutover.state import deploy_refusal
 from .facts import FilesState, GroupExists, PostgresHost, RegularFiles, XdgDirs
 from .layout import ClusterLayout, layout
 from .privilege import AS_CONNECTING_USER
@@ -66,6 +67,9 @@ def load(inventory) -> Deployment:
     check_privilege(site.name, inventory)
     store = SecretStore(site.name)
     _check_groups(site, inventory)
+    refused = deploy_refusal(store.path.parent, site.name)  # a deploy would lift a cutover's freeze
+    if refused:
+        raise ConfigError(site.name, "cutover", *refused)
     # Only a site with servers or service hosts has passwords and a CA; a laptop never does.
     serves = any(inventory.get_group(g, []) for g in (SERVER_GROUP, ADMIN_GROUP, *(s.key for s in contract.SERVICE_GROUPS)))
     if serves:

@@ -114,8 +114,8 @@ def test_backup_then_restore_drill_to_its_anchor(local_site, scratch):
 def test_point_in_time_restore_drill(local_site, scratch):
     """Restored to a moment between two sets of sentinels: the first set is there, the second is not."""
     early = sentinels(local_site, "zt:pitr-early", 4)
-    [[moment]] = superuser_rows(local_site.port, contract.MAINTENANCE_DB,
-                                "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US+00:00')")
+    [[moment]] = superuser_rows(local_site.port, contract.MAINTENANCE_DB, "SELECT to_char(clock_timestamp() "
+                                "AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US+00:00')")
     time.sleep(0.2)
     late = sentinels(local_site, "zt:pitr-late", 4)
     backup = zeroui_db(local_site, "backup")  # archives the WAL up to now (and past the moment)
@@ -155,8 +155,8 @@ def test_a_cut_tail_refuses_the_next_backup_until_the_rows_are_back(local_site):
         superuser_psql(local_site.port, TENANT.store,
                        f"BEGIN;\nSET LOCAL session_replication_role = replica;\n"
                        f"COPY receipts FROM STDIN;\n{copy}\n\\.\nCOMMIT;\n")
-    [[chain, checkpoints]] = superuser_rows(local_site.port, TENANT.store,
-                                            "SELECT verify_receipt_chain() IS NULL, verify_receipt_checkpoints() IS NULL")
+    [[chain, checkpoints]] = superuser_rows(
+        local_site.port, TENANT.store, "SELECT verify_receipt_chain() IS NULL, verify_receipt_checkpoints() IS NULL")
     assert (chain, checkpoints) == ("t", "t")
     assert zeroui_db(local_site, "backup").returncode == 0
 

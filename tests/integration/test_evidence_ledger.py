@@ -131,14 +131,14 @@ def test_no_login_role_can_become_a_role_that_owns_the_ledger(local_site):
             WHERE relname IN ('receipts', 'receipt_checkpoints', 'receipt_chain_lock') AND relkind = 'r'
             UNION ALL SELECT proowner, proname FROM pg_proc
             WHERE proname IN ('receipts_append', 'receipts_refuse_change', 'receipt_hash', 'verify_receipt_chain',
-                              'record_receipt_checkpoint', 'verify_receipt_checkpoints'))
+                              'record_receipt_checkpoint', 'verify_receipt_checkpoints', 'receipts_lock_chain'))
         SELECT 'owner', name, pg_get_userbyid(owner) FROM ledger
         UNION ALL SELECT 'member', pg_get_userbyid(member), '' FROM pg_auth_members WHERE roleid = {keeper}::regrole
         UNION ALL SELECT 'reaches', l.rolname, o.rolname FROM pg_roles l, pg_roles o
         WHERE l.rolcanlogin AND NOT l.rolsuper AND pg_has_role(l.oid, o.oid, 'MEMBER')
           AND o.oid IN (SELECT owner FROM ledger)""").format(keeper=sql.Literal(KEEPER)))
     owners = {name: owner for kind, name, owner in rows if kind == "owner"}
-    assert len(owners) == 9 and set(owners.values()) == {KEEPER}, owners
+    assert len(owners) == 10 and set(owners.values()) == {KEEPER}, owners
     assert [r for r in rows if r[0] != "owner"] == []
 
 
@@ -150,10 +150,12 @@ def test_a_cut_tail_shows_against_a_checkpoint(local_site):
         INSERT INTO receipts (kind, source, occurred_at, payload)
         SELECT 'zt.cut', 'zt', now(), jsonb_build_object('n', n) FROM generate_series(1, 3) n;
         SELECT 'checkpoint', id FROM record_receipt_checkpoint('zt: before the cut');
-        SELECT 'before', coalesce(verify_receipt_chain()::text, 'null'), coalesce(verify_receipt_checkpoints()::text, 'null');
+        SELECT 'before', coalesce(verify_receipt_chain()::text, 'null'),
+               coalesce(verify_receipt_checkpoints()::text, 'null');
         SET LOCAL session_replication_role = replica;
         DELETE FROM receipts WHERE seq > (SELECT max(seq) - 2 FROM receipts);
-        SELECT 'after', coalesce(verify_receipt_chain()::text, 'null'), coalesce(verify_receipt_checkpoints()::text, 'null');
+        SELECT 'after', coalesce(verify_receipt_chain()::text, 'null'),
+               coalesce(verify_receipt_checkpoints()::text, 'null');
         ROLLBACK;""")
     tagged = {r[0]: r[1:] for r in out if r[0] in ("checkpoint", "before", "after")}
     checkpoint = tagged["checkpoint"][0]
@@ -168,6 +170,13 @@ def test_checkpoints_record_the_true_head_for_the_owner(lab, local_site):
         "SELECT seq, encode(content_hash, 'hex'), recorded_by FROM record_receipt_checkpoint('zt: audit')"])
     assert checkpoint["ok"], checkpoint
     assert checkpoint["rows"] == [[*head["rows"][0], contract.ADMIN_ROLE]]
+
+
+@pytest.mark.parametrize("session", [s for s in SESSIONS if s.role != TENANT.app_role], ids=str)
+def test_only_an_appender_may_take_the_append_lock(lab, local_site, session):
+    """receipts_lock_chain() is for the roles with INSERT on receipts (the app role, the keeper)."""
+    [outcome] = run(lab, local_site, session, ["SELECT public.receipts_lock_chain()"])
+    assert outcome["sqlstate"] == INSUFFICIENT_PRIVILEGE, outcome
 
 
 # Runs inside the tenant service host: concurrent sessions on the ledger, timed. Secrets on stdin.
@@ -276,7 +285,8 @@ def test_the_audit_trail_is_written_by_its_trigger_with_the_acting_role(lab, loc
         f"VALUES (gen_random_uuid(), '{key}', 'ZT', 'zt')",
         f"INSERT INTO policy_snapshots (bundle_id, version, document, digest, size_bytes, created_by) "
         f"SELECT id, 1, '{{}}', 'sha256:' || repeat('f', 64), 2, 'zt' FROM policy_bundles WHERE bundle_key = '{key}'",
-        f"SELECT t.to_state, t.actor FROM policy_snapshot_transitions t JOIN policy_snapshots s ON s.id = t.snapshot_id "
+        f"SELECT t.to_state, t.actor FROM policy_snapshot_transitions t "
+        f"JOIN policy_snapshots s ON s.id = t.snapshot_id "
         f"JOIN policy_bundles b ON b.id = s.bundle_id WHERE b.bundle_key = '{key}'",
     ], dbname=PRODUCT.store)
     assert trail["rows"] == [["draft", PRODUCT.app_role]], trail

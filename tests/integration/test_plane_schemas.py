@@ -137,7 +137,7 @@ def test_ledger_lists_exactly_the_planes_migrations(local_site, plane):
 # The functions of the tenant's evidence ledger: they write and verify it, so they are the keeper's.
 LEDGER_FUNCTIONS = {"receipt_canonical", "receipt_hash", "receipts_append", "receipts_refuse_change",
                     "verify_receipt_chain", "record_receipt_checkpoint", "verify_receipt_checkpoints",
-                    "receipt_chain_head", "receipt_chain_status"}
+                    "receipt_chain_head", "receipt_chain_status", "receipts_lock_chain"}
 
 
 @pytest.mark.parametrize("plane", contract.POSTGRES_PLANES, ids=lambda p: p.key)

@@ -82,8 +82,9 @@ class ScratchCluster:
                 f"hba_file = '{self.dir}/pg_hba.conf'\nident_file = '{self.dir}/pg_ident.conf'\n"
                 "archive_mode = off\nhot_standby = off\nmax_connections = 20\nshared_buffers = 64MB\n"
                 "ssl = off\nlc_messages = 'C'\n")
-        for path, text in ((f"{self.data}/postgresql.conf", conf), (f"{self.dir}/pg_hba.conf", "local all postgres peer\n"),
-                           (f"{self.dir}/pg_ident.conf", "")):
+        files = ((f"{self.data}/postgresql.conf", conf), (f"{self.dir}/pg_hba.conf", "local all postgres peer\n"),
+                 (f"{self.dir}/pg_ident.conf", ""))
+        for path, text in files:
             self.ws.run("sh", "-c", 'cat > "$1"', "sh", path, stdin=text, what=f"writing {path}")
 
     def start(self) -> None:

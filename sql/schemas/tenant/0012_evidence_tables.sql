@@ -1,4 +1,4 @@
--- Tenant plane, migration 0006: decisions are evidence, recorded once and never edited.
+-- Tenant plane, migration 0012: decisions are evidence, recorded once and never edited.
 -- 0003 revoked UPDATE from the app role but not DELETE, so DELETE + INSERT could still edit a
 -- decision. Now the app role loses DELETE and TRUNCATE too, and a trigger refuses UPDATE,
 -- DELETE and TRUNCATE for every role (retention, if ever, is a migration's job).

@@ -1,13 +1,15 @@
--- Tenant plane, migration 0005: a ledger no role can rewrite.
+-- Tenant plane, migration 0011: a ledger no role can rewrite.
 --
 -- Until now the receipts ledger belonged to the plane's owner role, which the deploy's admin
 -- may SET ROLE to: the owner could disable the append-only triggers, rewrite a receipt and
 -- recompute the chain forward. From here on the ledger belongs to the evidence keeper
 -- (:"keeper_role"), a role that never logs in and has no member; the migration runner lets
--- the owner act as the keeper for a migration such as this one alone (see ledger.py).
+-- the owner act as the keeper for a migration such as this one alone (see ledger.py), and
+-- the cutover acts as the keeper to copy the ledger (0010's verbatim path is now the keeper's).
 -- Besides:
---   * appends are serialised by a row lock only the keeper can take (through the append
---     trigger), no longer by an advisory lock that any role could hold to stall every insert;
+--   * appends are serialised by a row lock that only appenders take (INSERT on receipts and
+--     EXECUTE on receipts_lock_chain() go together), no longer by an advisory lock that any
+--     role could hold to stall every insert;
 --   * the functions that write or verify the ledger run with a fixed search_path, pg_catalog
 --     first, so nothing a role creates in public can stand in for a built-in;
 --   * checkpoints of the chain head, recorded with each backup, let a cut tail be seen:
@@ -29,7 +31,7 @@ SET LOCAL ROLE :"keeper_role";
 GRANT SELECT ON receipts TO :"owner_role";
 
 -- 2. The append lock.
--- zeroui-class: tenant/evidence_ledger: the one row whose lock serialises appends to the receipts chain (only the keeper may lock it)
+-- zeroui-class: tenant/evidence_ledger: the one row whose lock serialises appends to the receipts chain (taken by appending only)
 CREATE TABLE receipt_chain_lock (
     id boolean PRIMARY KEY DEFAULT true,
     CONSTRAINT receipt_chain_lock_one_row CHECK (id)
@@ -40,25 +42,57 @@ INSERT INTO receipt_chain_lock DEFAULT VALUES;
 -- Readable by all plane roles; FOR UPDATE needs UPDATE, which only the keeper has.
 GRANT SELECT ON receipt_chain_lock TO :"app_role", :"readonly_role", :"owner_role";
 
--- Appends a receipt to the chain, as the keeper (SECURITY DEFINER): only an INSERT into
--- receipts, which needs the INSERT privilege, takes the append lock. The head is then read from
--- the table itself, so a row that INSERT ... ON CONFLICT DO NOTHING skips leaves the chain
--- untouched. Under READ COMMITTED (the default) each query here sees what earlier appenders
--- committed; under REPEATABLE READ or SERIALIZABLE a concurrent append surfaces as a unique
--- violation on seq (retry), never as a fork.
-CREATE OR REPLACE FUNCTION receipts_append() RETURNS trigger
+-- Takes the append lock for the calling transaction, as the keeper (SECURITY DEFINER). Only
+-- the roles that may append may call it: the app role, and the keeper itself.
+CREATE FUNCTION receipts_lock_chain() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
-DECLARE
-    head receipts%ROWTYPE;
 BEGIN
     PERFORM 1 FROM receipt_chain_lock FOR UPDATE;
     IF NOT FOUND THEN  -- without its row nothing would serialise appends: refuse rather than fork
         RAISE EXCEPTION 'receipt_chain_lock has lost its row: appends refused'
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    SELECT * INTO head FROM receipts ORDER BY seq DESC LIMIT 1;
-    NEW.seq := coalesce(head.seq, 0) + 1;
-    NEW.prev_hash := head.content_hash;  -- NULL for the first receipt
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION receipts_lock_chain() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION receipts_lock_chain() TO :"app_role";
+
+-- Appends a receipt to the chain under the append lock. The head is read from the table
+-- itself, so a row that INSERT ... ON CONFLICT DO NOTHING skips leaves the chain untouched.
+-- Under READ COMMITTED (the default) each query here sees what earlier appenders committed;
+-- under REPEATABLE READ or SERIALIZABLE a concurrent append surfaces as a unique violation on
+-- seq (retry), never as a fork. As in 0010, the table's owner (now the keeper, reached by the
+-- cutover alone) may insert a receipt as it is, and only when it extends the chain exactly;
+-- every other role's seq, prev_hash, recorded_at and content_hash are overwritten. The
+-- function runs as the caller (no SECURITY DEFINER), so that "the table's owner" means the
+-- role that inserts.
+CREATE OR REPLACE FUNCTION receipts_append() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, public AS $fn$
+DECLARE
+    head_seq  bigint;
+    head_hash bytea;
+BEGIN
+    PERFORM receipts_lock_chain();
+    SELECT r.seq, r.content_hash INTO head_seq, head_hash FROM receipts r ORDER BY r.seq DESC LIMIT 1;
+    IF NEW.content_hash IS NOT NULL
+       AND (SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID) = to_regrole(quote_ident(current_user)) THEN
+        IF NEW.seq IS DISTINCT FROM coalesce(head_seq, 0) + 1 THEN
+            RAISE EXCEPTION 'receipt % does not extend the chain: the head is %', NEW.seq, coalesce(head_seq, 0)
+                USING ERRCODE = 'check_violation';
+        END IF;
+        IF NEW.prev_hash IS DISTINCT FROM head_hash THEN
+            RAISE EXCEPTION 'receipt %: prev_hash is not the content_hash of receipt %', NEW.seq, head_seq
+                USING ERRCODE = 'check_violation';
+        END IF;
+        IF NEW.content_hash IS DISTINCT FROM receipt_hash(NEW.prev_hash, NEW) THEN
+            RAISE EXCEPTION 'receipt %: content_hash does not match its content', NEW.seq
+                USING ERRCODE = 'check_violation';
+        END IF;
+        RETURN NEW;
+    END IF;
+    NEW.seq := coalesce(head_seq, 0) + 1;
+    NEW.prev_hash := head_hash;  -- NULL for the first receipt
     NEW.recorded_at := clock_timestamp();  -- taken under the lock: non-decreasing along seq
     NEW.content_hash := receipt_hash(NEW.prev_hash, NEW);
     RETURN NEW;
@@ -102,6 +136,8 @@ CREATE TRIGGER receipt_checkpoints_no_truncate
     FOR EACH STATEMENT EXECUTE FUNCTION receipts_refuse_change();
 
 GRANT SELECT ON receipt_checkpoints TO :"app_role", :"readonly_role", :"owner_role";
+-- The owner also reads where the checkpoints' numbering stands (a copy carries it on).
+GRANT SELECT ON SEQUENCE receipt_checkpoints_id_seq TO :"owner_role";
 
 -- Records the current head as a checkpoint, under the append lock: until the caller commits no
 -- receipt is appended, so the head it returns is the head at any instant before that commit
@@ -113,11 +149,7 @@ DECLARE
     head receipts%ROWTYPE;
     checkpoint receipt_checkpoints;
 BEGIN
-    PERFORM 1 FROM receipt_chain_lock FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'receipt_chain_lock has lost its row: no checkpoint'
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
+    PERFORM receipts_lock_chain();
     SELECT * INTO head FROM receipts ORDER BY seq DESC LIMIT 1;
     INSERT INTO receipt_checkpoints (seq, content_hash, reason)
     VALUES (coalesce(head.seq, 0), head.content_hash, reason)
