@@ -247,7 +247,7 @@ def report(results: list[Result], version: int, runs: int) -> None:
 
 
 def packages_present(version: int) -> list[str]:
-    wanted = [f"postgresql-{version}", f"postgresql-client-{version}", "openssl"]
+    wanted = [f"postgresql-{version}", f"postgresql-client-{version}", "openssl", "pgbackrest", "cron"]
     missing = []
     for pkg in wanted:
         out = subprocess.run(["dpkg-query", "-W", "-f", "${Status}", pkg], text=True, capture_output=True)

@@ -16,7 +16,7 @@ import ipaddress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from . import contract, grants, hba, schemas, tls
+from . import contract, evidence, grants, hba, schemas, tls
 from .config import Server, Site, reaches
 from .ledger import TABLE as LEDGER_TABLE
 from .live import HbaLine, Observation
@@ -26,6 +26,9 @@ PASS, FAIL, NOT_VISIBLE, NOT_APPLICABLE = "pass", "fail", "not visible", "n/a"
 SUPERUSER = contract.SUPERUSER
 WIDEST_NETWORK = 65_536  # CIS 5.9: an allowed range wider than this is too large
 CERTIFICATE_WARN_DAYS = tls.REISSUE_BEFORE_DAYS
+# The pilot records a checkpoint of the receipts chain with every backup (a full one weekly,
+# incrementals daily): none for longer than this means the backups stopped.
+CHECKPOINT_STALE_DAYS = 8
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ def audit(site: Site, observations: list[Observation], now: datetime | None = No
             continue
         _database(report, seen)
         _classification(report, seen)
+        _ledger(report, seen, now)
         _settings(report, seen)
         _roles_checks(report, seen)
         if s.workstation:
@@ -170,22 +174,70 @@ def _database(report: Report, seen: Observation) -> None:
 
 
 def _classification(report: Report, seen: Observation) -> None:
-    """Every table of a plane is a classified table of its migrations, owned by its owner."""
+    """Every table of a plane is a classified table of its migrations, owned by its owner; the
+    tables of its evidence ledger (if it keeps one) by its evidence keeper."""
     for endpoint in seen.server.endpoints:
         state = seen.catalog.databases.get(endpoint.database)
         if state is None or state.schema_acl is None:
             continue
-        known = schemas.table_names(endpoint.plane.key) | {LEDGER_TABLE}
+        plane = endpoint.plane
+        known = schemas.table_names(plane.key) | {LEDGER_TABLE}
+        ledger = schemas.tables_of_class(plane.key, contract.EVIDENCE_LEDGER)
         for obj in state.objects:
-            if obj.owner != endpoint.plane.owner_role:
+            schema, table = (part.strip('"') for part in obj.name.split(".", 1))
+            if seen.server.workstation and schema == evidence.GUARD_SCHEMA and obj.owner == SUPERUSER:
+                continue  # the pilot's evidence guard (see _ledger)
+            if obj.kind == "table" and table in ledger:
+                if obj.owner != plane.keeper_role:
+                    report.findings.append(Finding(HIGH, seen.server.key, "classification",
+                                                   f"the evidence ledger's table {obj.name} in {endpoint.database} is "
+                                                   f"owned by {obj.owner}, not {plane.keeper_role}: whoever may act as "
+                                                   f"{obj.owner} may rewrite it", f"owner {obj.owner}"))
+            elif obj.owner != plane.owner_role and not (plane.keeps_evidence and obj.owner == plane.keeper_role):
                 report.findings.append(Finding(HIGH, seen.server.key, "classification",
                                                f"{obj.kind} {obj.name} in {endpoint.database} is owned by {obj.owner}, "
-                                               f"not {endpoint.plane.owner_role}", f"owner {obj.owner}"))
+                                               f"not {plane.owner_role}", f"owner {obj.owner}"))
             if obj.kind == "table" and obj.name.split(".", 1)[1].strip('"') not in known:
                 report.findings.append(Finding(HIGH, seen.server.key, "classification",
                                                f"table {obj.name} in {endpoint.database} is not a classified table of "
                                                f"sql/schemas/{endpoint.plane.key} (made by hand?)",
                                                "classify it in a migration, or drop it"))
+
+
+def _ledger(report: Report, seen: Observation, now: datetime) -> None:
+    """The receipts chain still holds every checkpoint of its head (a cut or rewritten tail shows
+    there); on the pilot the backups keep recording checkpoints, and the evidence guard is there."""
+    s = seen.server
+    for endpoint in s.endpoints:
+        if not endpoint.plane.keeps_evidence:
+            continue
+        db, status = endpoint.database, seen.ledgers.get(endpoint.database)
+        if s.workstation:
+            guard = seen.guards.get(db)
+            guarded = evidence.guard_current(guard, evidence.guard_script(endpoint.plane))
+            shown = f"{db}: " + (f"{guard[1]} enabled event triggers, {guard[0] or 'no marker'}" if guard else "none")
+            report.checks.append(Check("guard", "the evidence guard is installed and enabled (the pilot)", s.key,
+                                       PASS if guarded else FAIL, shown))
+            if not guarded:
+                report.findings.append(Finding(HIGH, s.key, "ledger", f"the evidence guard in {db} is missing, "
+                                               "disabled or not the bundle's: the owner could drop the ledger; a "
+                                               "redeploy installs it", shown))
+        title = "the receipts chain holds every checkpoint of its head"
+        if status is None:
+            report.checks.append(Check("ledger", title, s.key, NOT_VISIBLE,
+                                       f"{db}: receipt_chain_status() is not readable by the audit role"))
+            continue
+        last = status["last_checkpoint_at"]
+        said = (f"{db}: head seq {status['head_seq']}, {status['checkpoints']} checkpoints"
+                + (f", the last {last:%Y-%m-%d %H:%M} UTC" if last else ""))
+        broken = status["checkpoint_broken"]
+        report.checks.append(Check("ledger", title, s.key, FAIL if broken else PASS, said))
+        if broken:
+            report.findings.append(Finding(CRITICAL, s.key, "ledger", f"checkpoint {broken} of the receipts chain in "
+                                           f"{db} no longer holds: receipts were cut or rewritten", said))
+        if s.workstation and (last is None or (now - last).days >= CHECKPOINT_STALE_DAYS):
+            report.findings.append(Finding(MEDIUM, s.key, "ledger", f"no checkpoint of the receipts chain in {db} for "
+                                           f"{CHECKPOINT_STALE_DAYS} days or more: are the backups running?", said))
 
 
 # -- settings and roles --------------------------------------------------------------------------

@@ -21,10 +21,12 @@ from .grants import SCHEMA, Catalog, DatabaseState, DbObject, Grants, Membership
 
 Connect = Callable[[str], psycopg.Connection]  # database name -> open admin connection
 
-# A role's attributes as grants.role_steps compares them (pg_roles columns without "rol").
+# A role's attributes as grants.role_steps and grants.limit_steps compare them (pg_roles
+# columns without "rol").
 ROLE_ATTRIBUTES = sql.SQL("""json_build_object('super', rolsuper, 'createdb', rolcreatedb,
     'createrole', rolcreaterole, 'replication', rolreplication, 'bypassrls', rolbypassrls,
-    'inherit', rolinherit, 'canlogin', rolcanlogin, 'validuntil', rolvaliduntil::text)""")
+    'inherit', rolinherit, 'canlogin', rolcanlogin, 'validuntil', rolvaliduntil::text,
+    'connlimit', rolconnlimit, 'config', rolconfig)""")
 
 # Membership options are columns from PostgreSQL 16 on; before, SET is implied and
 # INHERIT is the member's attribute.

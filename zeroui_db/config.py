@@ -63,6 +63,10 @@ SHARED_DIRS = frozenset({
 })
 VIRTUAL_TREES = ("/proc/", "/sys/", "/dev/")
 HOME_PARENTS = ("/home", "/run/user")  # /home/alice, /run/user/1000
+# A PostgreSQL duration as role settings take it: a positive whole number and a unit.
+DURATION_RE = re.compile(r"^[1-9][0-9]{0,8}(ms|s|min|h|d)\Z")
+# A cron time field: digits, '*', ',', '-' and '/' only (the cron file is written from it).
+CRON_FIELD_RE = re.compile(r"^[0-9*][0-9*,/-]*\Z")
 
 
 class ConfigError(PyinfraError):
@@ -118,6 +122,7 @@ class Server:
     all three, a managed service one. Roles are per server, databases per endpoint."""
 
     endpoints: tuple[Endpoint, ...]
+    limits: Limits | None = field(default=None, compare=False)
 
     @property
     def first(self) -> Endpoint:
@@ -170,6 +175,42 @@ class EnvFiles:
 
 
 @dataclass(frozen=True)
+class RoleLimits:
+    """What one login role may hold: connections (CONNECTION LIMIT) and session settings
+    (ALTER ROLE … SET), e.g. ``(("lock_timeout", "5s"),)``."""
+
+    connections: int
+    settings: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-role limits, the same for every plane, and the connection budget they add up to."""
+
+    app: RoleLimits
+    readonly: RoleLimits
+    admin_connections: int  # the pilot's admin role (a provider's admin is the provider's)
+    reserved_connections: int  # for the superuser alone (superuser_reserved_connections)
+
+    def max_connections(self, planes: int) -> int:
+        """max_connections of a cluster holding ``planes`` plane databases: every role's limit
+        fits at once, with the superuser's reserve on top."""
+        return planes * (self.app.connections + self.readonly.connections) + self.admin_connections \
+            + self.reserved_connections
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """pgBackRest on the workstation cluster (the pilot); managed services back up themselves."""
+
+    repository: str  # repo1-path on the workstation
+    retention_full: int  # full backups kept (with their incrementals and WAL)
+    full_schedule: str  # cron time fields of the weekly full backup
+    incremental_schedule: str  # cron time fields of the incremental backups
+    archive_timeout: int  # seconds: at most this much committed work waits for WAL archiving
+
+
+@dataclass(frozen=True)
 class IdeConfig:
     data_dir: str | None  # None: $XDG_DATA_HOME/zeroui of the deploying user on the laptop
     config_dir: str | None  # None: $XDG_CONFIG_HOME/zeroui
@@ -184,6 +225,8 @@ class Site:
     clients: dict[str, GroupAccess] = field(hash=False)
     env_files: EnvFiles
     ide: IdeConfig
+    limits: Limits
+    backup: BackupConfig | None  # None: no workstation cluster
 
     def access(self, group: ClientGroup) -> GroupAccess:
         return self.clients[group.key]
@@ -198,7 +241,7 @@ class Site:
         for plane in contract.POSTGRES_PLANES:
             e = self.endpoints[plane.key]
             by_address.setdefault((e.workstation, e.host, e.port), []).append(e)
-        return tuple(Server(tuple(group)) for group in by_address.values())
+        return tuple(Server(tuple(group), self.limits) for group in by_address.values())
 
 
 _KIND_NAMES = {int: "a whole number", str: "a string", list: "a list", dict: "a dict", bool: "True or False"}
@@ -258,7 +301,7 @@ def parse_site(data: Any, inventory: str = "?") -> Site:
             "give the workstation group a 'zeroui' dict (see README, 'Inventory format')",
         )
     top = _Reader(inventory, data, "")
-    top.only("site", "cluster", "endpoints", "clients", "env_files", "ide")
+    top.only("site", "cluster", "endpoints", "clients", "env_files", "ide", "limits", "backup")
     name = top.get("site", str, hint="name the site, e.g. 'pilot'")
     if not NAME_RE.match(name):
         top.fail("site", f"{name!r} is not a valid name", "use lowercase letters, digits, '-' and '_'")
@@ -285,7 +328,12 @@ def parse_site(data: Any, inventory: str = "?") -> Site:
         clients=_parse_clients(top.child("clients", {}), workstation=cluster is not None),
         env_files=_parse_env_files(top.child("env_files", {})),
         ide=_parse_ide(top.child("ide", {})),
+        limits=_parse_limits(top.child("limits", {})),
+        backup=_parse_backup(top.child("backup", {})) if cluster else None,
     )
+    if cluster is None and "backup" in data:
+        top.fail("backup", "set, but no plane lives on a workstation cluster",
+                 "remove it: a managed service backs up itself (see README, 'Backups')")
     _check_boundaries(site, top)
     return site
 
@@ -505,6 +553,68 @@ def _parse_ide(r: _Reader) -> IdeConfig:
     if not 1 <= limit <= 1_000_000:
         r.fail(r.key("receipt_cache_limit"), f"{limit} is out of range", "keep between 1 and 1000000 receipts")
     return IdeConfig(dirs["data_dir"], dirs["config_dir"], limit)
+
+
+DEFAULT_BACKUP_REPOSITORY = "/var/lib/pgbackrest"  # Debian's pgBackRest package makes it
+# Defaults: 3 planes x (20 + 5) + 10 + 5 = 90 connections on the pilot's cluster.
+_ROLE_LIMITS = {
+    "app": {"connections": 20, "statement_timeout": "30s", "lock_timeout": "5s",
+            "idle_in_transaction_session_timeout": "60s"},
+    "readonly": {"connections": 5, "statement_timeout": "5min", "lock_timeout": "5s",
+                 "idle_in_transaction_session_timeout": "60s"},
+}
+_ROLE_SETTINGS = ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
+
+
+def _count(r: _Reader, key: str, default: int, low: int, high: int, what: str) -> int:
+    value = r.get(key, int, default)
+    if not low <= value <= high:
+        r.fail(r.key(key), f"{value} is out of range", f"keep between {low} and {high} {what}")
+    return value
+
+
+def _parse_limits(r: _Reader) -> Limits:
+    r.only("app", "readonly", "admin_connections", "reserved_connections")
+    kinds = {}
+    for kind, defaults in _ROLE_LIMITS.items():
+        k = r.child(kind, {})
+        k.only("connections", *_ROLE_SETTINGS)
+        settings = []
+        for name in _ROLE_SETTINGS:
+            value = k.get(name, str, defaults[name])
+            if not DURATION_RE.match(value):
+                k.fail(k.key(name), f"{value!r} is not a duration",
+                       "write a whole number and a unit (ms, s, min, h, d), e.g. '5s'; 0 (no limit) is not allowed")
+            settings.append((name, value))
+        kinds[kind] = RoleLimits(_count(k, "connections", defaults["connections"], 1, 10_000, "connections"),
+                                 tuple(settings))
+    return Limits(kinds["app"], kinds["readonly"],
+                  _count(r, "admin_connections", 10, 2, 1_000, "connections"),
+                  _count(r, "reserved_connections", 5, 1, 100, "connections"))
+
+
+def _parse_backup(r: _Reader) -> BackupConfig:
+    r.only("repository", "retention_full", "full_schedule", "incremental_schedule", "archive_timeout")
+    repository = _path(r, "repository") or DEFAULT_BACKUP_REPOSITORY
+    if repository in SHARED_DIRS or repository.startswith(VIRTUAL_TREES) or \
+            posixpath.dirname(repository) in HOME_PARENTS:
+        r.fail(r.key("repository"), f"{repository} is a system or shared directory",
+               f"give the backups a directory of their own, such as {DEFAULT_BACKUP_REPOSITORY} "
+               "(the deploy makes it postgres's)")
+    schedules = {}
+    for key, default in (("full_schedule", "30 1 * * 0"), ("incremental_schedule", "30 1 * * 1-6")):
+        value = r.get(key, str, default)
+        fields = value.split()
+        if len(fields) != 5 or not all(CRON_FIELD_RE.match(f) for f in fields):
+            r.fail(r.key(key), f"{value!r} is not a cron schedule",
+                   "write cron's five time fields with digits, '*', ',', '-' and '/', e.g. '30 1 * * 0'")
+        schedules[key] = " ".join(fields)
+    return BackupConfig(
+        repository,
+        _count(r, "retention_full", 2, 1, 100, "full backups"),
+        schedules["full_schedule"], schedules["incremental_schedule"],
+        _count(r, "archive_timeout", 60, 1, 3600, "seconds"),
+    )
 
 
 def reaches(access: GroupAccess, plane: Plane) -> bool:

@@ -56,13 +56,28 @@ class Plane:
         return f"zeroui_{self.key}_ro"
 
     @property
+    def keeper_role(self) -> str:
+        """Owns the plane's evidence ledger (tenant receipts); never logs in and has no member,
+        so no login role can act as it, save inside a migration that needs it."""
+        return f"zeroui_{self.key}_keeper"
+
+    @property
+    def keeps_evidence(self) -> bool:
+        """Whether the plane holds an evidence ledger, and so a keeper role."""
+        return any(c.key == EVIDENCE_LEDGER for c in self.data_classes)
+
+    @property
     def login_roles(self) -> tuple[str, str]:
         return (self.app_role, self.readonly_role)
 
     @property
-    def roles(self) -> tuple[str, str, str]:
-        return (self.owner_role, *self.login_roles)
+    def roles(self) -> tuple[str, ...]:
+        keeper = (self.keeper_role,) if self.keeps_evidence else ()
+        return (self.owner_role, *keeper, *self.login_roles)
 
+
+# The data class whose tables no role may rewrite (see Plane.keeper_role).
+EVIDENCE_LEDGER = "evidence_ledger"
 
 IDE = Plane(
     "ide", "IDE Plane (Laptop)", "Developer laptop", Engine.SQLITE,
@@ -78,7 +93,7 @@ TENANT = Plane(
     "tenant", "Tenant Plane", "On-prem workstation (pilot)", Engine.POSTGRES,
     "zeroui_tenant_pg", "ZEROUI_TENANT_DB_URL",
     (
-        DataClass("evidence_ledger", "durable receipts/evidence ledger for the tenant"),
+        DataClass(EVIDENCE_LEDGER, "durable receipts/evidence ledger for the tenant"),
         DataClass("tenant_history", "tenant history used for deterministic decisions"),
         DataClass("integration_state", "tenant integration state (provider cursors, watermarks, webhook ingestion)"),
         DataClass("context_export", "tenant context exports/snapshots/indexes (redacted; no secrets)"),

@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from .catalog import Connect
-from .grants import Step
+from .grants import KEEPER, Step
 
 
 class StepFailed(Exception):
@@ -33,7 +33,9 @@ def run(connect: Connect, steps: list[Step], log: Callable[[str], None] = lambda
         log(step.summary)
         conn = connect(step.database)
         try:
-            if step.as_role:
+            if step.scope == KEEPER:
+                _as_keeper(conn, step)
+            elif step.as_role:
                 with conn.transaction():
                     conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(step.as_role)))
                     conn.execute(step.statement)
@@ -43,3 +45,25 @@ def run(connect: Connect, steps: list[Step], log: Callable[[str], None] = lambda
             raise StepFailed(f"could not {step.summary}: {e.diag.message_primary or e}") from None
         if step.after:
             step.after()
+
+
+def _as_keeper(conn: psycopg.Connection, step: Step) -> None:
+    """A keeper step as an admin that administers the keeper (a managed service's): it grants
+    itself the keeper, acts as it and revokes it, all in one transaction, so that no other
+    session ever sees the membership."""
+    keeper = sql.Identifier(step.as_role)
+    grant = sql.SQL("GRANT {} TO CURRENT_USER").format(keeper)
+    if conn.info.server_version >= 160000:
+        grant += sql.SQL(" WITH INHERIT FALSE, SET TRUE")
+    with conn.transaction():
+        conn.execute(grant)
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(keeper))
+        conn.execute(step.statement)
+        conn.execute("RESET ROLE")
+        conn.execute(sql.SQL("REVOKE {} FROM CURRENT_USER").format(keeper))
+
+
+def keeper_script(steps: list[Step]) -> str:
+    """Keeper steps of one database as a psql script for the local superuser (the pilot)."""
+    return "".join(sql.SQL("SET ROLE {};\n").format(sql.Identifier(step.as_role)).as_string()
+                   + step.statement.as_string() + ";\n" for step in steps)

@@ -304,3 +304,37 @@ class ServerKey(FactBase):
                 return None
             return text[text.index(begin): text.index(end) + len(end)].encode() + b"\n"
         return ServerKeyInfo(block("PUBLIC KEY"), block("CERTIFICATE"))
+
+
+@dataclass(frozen=True)
+class BackupRepositoryInfo:
+    stanza: bool  # the stanza exists in the repository
+    backups: int  # full backups it holds
+
+
+class BackupRepository(FactBase):
+    """
+    Whether a pgBackRest repository holds a stanza and how many full backups, read from the
+    stanza's backup.info (as root: the repository is postgres's) without starting pgBackRest:
+
+    .. code:: python
+
+        BackupRepositoryInfo(stanza=True, backups=1)
+    """
+
+    default = lambda self: BackupRepositoryInfo(False, 0)  # noqa: E731
+
+    def command(self, repository: str, stanza: str) -> StringCommand:
+        info = QuoteString(f"{repository}/backup/{stanza}/backup.info")
+        # Backups are listed under [backup:current] as LABEL={...}; a full one's label ends in F.
+        return StringCommand(
+            "test", "-f", info, "||", "exit", "0", ";", "echo", "stanza", ";",
+            "sed", "-n", QuoteString("/^\\[backup:current\\]/,/^\\[/p"), info, "|",
+            "grep", "-c", QuoteString("^[0-9]\\{8\\}-[0-9]\\{6\\}F="), "||", "true",
+        )
+
+    def process(self, output):
+        lines = list(output)
+        if not lines or lines[0] != "stanza":
+            return BackupRepositoryInfo(False, 0)
+        return BackupRepositoryInfo(True, int(lines[1]) if len(lines) > 1 and lines[1].isdigit() else 0)

@@ -9,28 +9,32 @@ converged server yields no step.
 Two kinds of step, because PostgreSQL up to 15 lets any CREATEROLE role grant itself
 ``pg_execute_server_program`` and the like (a shell as the server's OS user):
 
-* **role** steps (CREATE/ALTER ROLE, memberships). On the pilot's cluster they run as the
-  local superuser over the unix socket, so the admin role that logs in over TCP needs no
-  CREATEROLE. On a managed service (PostgreSQL 16+, where CREATEROLE only reaches roles
-  its holder administers) they run as the provider's admin user.
+* **role** steps (CREATE/ALTER ROLE, connection limits and settings, memberships). On the
+  pilot's cluster they run as the local superuser over the unix socket, so the admin role
+  that logs in over TCP needs no CREATEROLE. On a managed service (PostgreSQL 16+, where
+  CREATEROLE only reaches roles its holder administers) they run as the provider's admin.
 * **database** steps (CREATE DATABASE, ACLs, default privileges), always as the admin
   role over TLS; inside a plane they run as its owner (``SET ROLE``), so the admin's
   membership in the owner needs SET only, never INHERIT.
+* **keeper** steps: ACL repairs on the evidence ledger, which belongs to the plane's keeper,
+  a role no login role may act as. On the pilot the local superuser runs them as the keeper;
+  on a managed service the admin (which administers the keeper) grants itself the keeper
+  inside the step's own transaction and revokes it before commit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from psycopg import sql
 
 from . import contract
-from .config import Endpoint, Server
+from .config import Endpoint, Limits, RoleLimits, Server
 from .contract import Plane
 
-ROLE, DATABASE = "role", "database"
+ROLE, DATABASE, KEEPER = "role", "database", "keeper"
 
 # Attributes every plane role has. Only the owner, app and read-only roles exist here.
 PLANE_ROLE_ATTRS = {
@@ -58,6 +62,8 @@ DATABASE_OWNER_PRIVILEGES = frozenset({"CREATE", "TEMPORARY", "CONNECT"})
 LOGIN_DATABASE_PRIVILEGES = frozenset({"CONNECT"})
 SCHEMA = "public"
 LOGIN_SCHEMA_PRIVILEGES = frozenset({"USAGE"})
+# The evidence keeper owns the ledger's objects in the schema: it must be able to create there.
+KEEPER_SCHEMA_PRIVILEGES = frozenset({"USAGE", "CREATE"})
 # Default privileges on what the owner creates: pg_default_acl object types r (tables)
 # and S (sequences). The app role gets DML, never TRUNCATE, REFERENCES or TRIGGER.
 DEFAULT_PRIVILEGES = {
@@ -75,6 +81,10 @@ OBJECT_CEILING = {
     "function": {"app": frozenset({"EXECUTE"}), "ro": frozenset({"EXECUTE"}), PUBLIC: frozenset({"EXECUTE"})},
 }
 _OBJECT_SQL = {"table": "TABLE", "sequence": "SEQUENCE", "function": "FUNCTION"}
+# On the evidence keeper's objects the plane's owner may also read the ledger (an audit as the
+# owner, the cutover's copy) and record a checkpoint of its head; nothing more.
+KEEPER_GRANTS_OWNER = {"table": frozenset({"SELECT"}), "sequence": frozenset({"SELECT"}),
+                       "function": frozenset({"EXECUTE"})}
 
 # The audit role logs in and reads. On the pilot it may also read pg_hba and every setting;
 # on a managed service the provider's admin may grant it pg_read_all_settings or pg_monitor.
@@ -91,6 +101,15 @@ def role_attributes(plane: Plane, role: str) -> dict[str, bool]:
 def default_privileges(plane: Plane) -> dict[str, dict[str, frozenset[str]]]:
     """grantee role -> objtype -> privileges, for objects ``plane.owner_role`` creates."""
     return {plane.app_role: DEFAULT_PRIVILEGES["app"], plane.readonly_role: DEFAULT_PRIVILEGES["ro"]}
+
+
+def schema_privileges(plane: Plane) -> dict[str, frozenset[str]]:
+    """Who may do what in the plane's schema besides its owner: the login roles use it; where
+    the plane keeps evidence, its keeper also creates in it, and the audit role reaches the
+    ledger's status function there (it may read no table)."""
+    evidence = {plane.keeper_role: KEEPER_SCHEMA_PRIVILEGES,
+                contract.AUDIT_ROLE: LOGIN_SCHEMA_PRIVILEGES} if plane.keeps_evidence else {}
+    return {**{r: LOGIN_SCHEMA_PRIVILEGES for r in plane.login_roles}, **evidence}
 
 
 def database_privileges(plane: Plane, admin: str) -> dict[str, frozenset[str]]:
@@ -154,7 +173,7 @@ class Catalog:
 
 @dataclass(frozen=True)
 class Step:
-    scope: str  # ROLE or DATABASE: who runs it (see the module docstring)
+    scope: str  # ROLE, DATABASE or KEEPER: who runs it (see the module docstring)
     database: str  # run in this database
     statement: sql.Composable | None  # None: drift the deploy may not repair (see ``blocked``)
     summary: str  # what it does, for people; never holds a secret
@@ -210,6 +229,28 @@ def role_steps(
         v = verifier()
         steps.append(Step(ROLE, db, sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(v)),
                           f"set the password of role {role}", after=lambda: record(v)))
+    return steps
+
+
+def role_limits(plane: Plane, role: str, limits: Limits) -> RoleLimits | None:
+    """The connection limit and settings a plane role must carry; None for NOLOGIN roles."""
+    return {plane.app_role: limits.app, plane.readonly_role: limits.readonly}.get(role)
+
+
+def limit_steps(role: str, want: RoleLimits, have: dict | None) -> list[Step]:
+    """CONNECTION LIMIT and ALTER ROLE … SET for ``role`` where pg_roles (``connlimit``,
+    ``config``) differs; ``have`` None: the role is created in this plan, so everything."""
+    db, ident = contract.MAINTENANCE_DB, sql.Identifier(role)
+    have = have or {}
+    steps = []
+    if have.get("connlimit") != want.connections:
+        steps.append(Step(ROLE, db, sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(
+            ident, sql.Literal(want.connections)), f"limit role {role} to {want.connections} connections"))
+    current = dict(item.split("=", 1) for item in have.get("config") or ())
+    for name, value in want.settings:
+        if current.get(name) != value:
+            steps.append(Step(ROLE, db, sql.SQL("ALTER ROLE {} SET {} = {}").format(
+                ident, sql.Identifier(name), sql.Literal(value)), f"set {name} = {value} for role {role}"))
     return steps
 
 
@@ -284,7 +325,7 @@ def plane_steps(endpoint: Endpoint, catalog: Catalog) -> list[Step]:
     # owned by pg_database_owner with USAGE for PUBLIC, no default privileges.
     schema_acl = state.schema_acl if state.schema_acl is not None else {
         "pg_database_owner": frozenset({"USAGE", "CREATE"}), PUBLIC: frozenset({"USAGE"})}
-    want_schema = {r: LOGIN_SCHEMA_PRIVILEGES for r in plane.login_roles}
+    want_schema = schema_privileges(plane)
     steps += _acl_steps(sql.SQL("SCHEMA {}").format(sql.Identifier(SCHEMA)), db, schema_acl, want_schema,
                         keep={"pg_database_owner", owner}, what=f"schema {SCHEMA} in {db}", as_role=owner)
     steps += _default_acl_steps(plane, db, state.default_acl or {}, owner)
@@ -293,12 +334,16 @@ def plane_steps(endpoint: Endpoint, catalog: Catalog) -> list[Step]:
 
 
 def _object_steps(plane: Plane, db: str, objects: tuple[DbObject, ...]) -> list[Step]:
-    """Revoke what a role holds beyond the ceiling on an object the plane's owner owns."""
+    """Revoke what a role holds beyond the ceiling on an object the plane's owner (or its
+    evidence keeper) owns."""
     steps = []
+    keeper = plane.keeper_role if plane.keeps_evidence else None
     for obj in objects:
-        if obj.owner != plane.owner_role:
+        if obj.owner not in (plane.owner_role, keeper):
             continue  # not the plane's: the audit reports it; the deploy never takes objects over
         ceiling = object_ceiling(plane, obj.kind)
+        if obj.owner == keeper:
+            ceiling = {**ceiling, plane.owner_role: KEEPER_GRANTS_OWNER[obj.kind]}
         for grantee, privs in sorted(obj.acl.items()):
             excess = privs - ceiling.get(grantee, frozenset()) if grantee != obj.owner else frozenset()
             if not excess:
@@ -307,7 +352,9 @@ def _object_steps(plane: Plane, db: str, objects: tuple[DbObject, ...]) -> list[
             steps.append(Step(DATABASE, db, sql.SQL("REVOKE {} ON {} {} FROM {}").format(
                 sql.SQL(", ").join(sql.SQL(p) for p in sorted(excess)), sql.SQL(_OBJECT_SQL[obj.kind]),
                 sql.SQL(obj.name), who),
-                f"revoke {', '.join(sorted(excess))} on {obj.kind} {obj.name} in {db} from {grantee}", plane.owner_role))
+                f"revoke {', '.join(sorted(excess))} on {obj.kind} {obj.name} in {db} from {grantee}", obj.owner))
+            if obj.owner == keeper:
+                steps[-1] = replace(steps[-1], scope=KEEPER)
     return steps
 
 
@@ -376,6 +423,9 @@ def plan(server: Server, catalog: Catalog, passwords: Passwords) -> list[Step]:
                     verifier = lambda applied=applied: applied
             steps += role_steps(role, role_attributes(plane, role), catalog.roles.get(role), verifier,
                                 lambda v, role=role: passwords.record_applied(role, v), superuser=server.workstation)
+            limits = role_limits(plane, role, server.limits) if server.limits else None
+            if limits:
+                steps += limit_steps(role, limits, catalog.roles.get(role))
     steps += _membership_steps(server, catalog)
     for endpoint in server.endpoints:
         steps += plane_steps(endpoint, catalog)

@@ -36,6 +36,28 @@ class ClusterLayout:
         return f"{self.conf_dir}/zeroui-unfinished"
 
     @property
+    def bin_dir(self) -> str:
+        return f"/usr/lib/postgresql/{self.version}/bin"
+
+    # pgBackRest: one stanza per cluster (a major upgrade makes a new cluster, so a new stanza).
+    @property
+    def stanza(self) -> str:
+        return f"{self.version}-{self.name}"
+
+    @property
+    def pgbackrest_conf(self) -> str:
+        return f"{self.conf_dir}/pgbackrest.conf"
+
+    @property
+    def backup_script(self) -> str:
+        return f"{self.conf_dir}/zeroui-backup"
+
+    @property
+    def cron_file(self) -> str:
+        # cron reads files in /etc/cron.d whose names have letters, digits, '-' and '_' only.
+        return f"/etc/cron.d/zeroui-backup-{self.version}-{self.name}"
+
+    @property
     def config_files(self) -> tuple[str, ...]:
         """Files the running server must have (re)loaded to be current."""
         return (self.postgresql_conf, self.pg_hba_conf, self.ssl_cert_file, self.ssl_key_file)

@@ -10,6 +10,13 @@ PostgreSQL: each migration runs in one transaction as the plane's owner role (``
 ROLE``), under a transaction-scoped advisory lock, so objects belong to the owner, reach
 the app and read-only roles through default privileges, and two deploys at once apply
 each file exactly once. A no-op check is one query per database.
+
+A file that names the evidence keeper (``:"keeper_role"``) works on the evidence ledger,
+which the owner cannot touch: for that migration alone the owner is made a member of the
+keeper. Where the deploy's admin may grant that itself (a managed service's admin holds
+ADMIN on the roles it created) the grant and its revocation are part of the migration's
+own transaction, so no other session ever sees them; on the pilot the local superuser
+grants it around the migration (see ``operations/schemas.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +39,9 @@ TABLE = sqlite_ledger.TABLE
 LOCK_KEY = int.from_bytes(hashlib.sha256(TABLE.encode()).digest()[:8], "big", signed=True)
 # Role names in schema files are written as psql variables and filled in per plane, so
 # the files never spell a role name (those come from the contract module).
-VARIABLES = {':"app_role"': "app_role", ':"readonly_role"': "readonly_role", ':"owner_role"': "owner_role"}
+VARIABLES = {':"app_role"': "app_role", ':"readonly_role"': "readonly_role", ':"owner_role"': "owner_role",
+             ':"keeper_role"': "keeper_role"}
+KEEPER = ':"keeper_role"'
 
 _CREATE_LEDGER = sql.SQL("""
 CREATE TABLE IF NOT EXISTS {table} (
@@ -73,6 +82,11 @@ def pending(plane: Plane, files: list[Migration], applied: dict[str, str]) -> li
     return todo
 
 
+def needs_keeper(migration: Migration) -> bool:
+    """Whether the migration works on the evidence ledger (it names the keeper role)."""
+    return KEEPER in migration.sql
+
+
 def with_variables(plane: Plane, text: str) -> str:
     for token, attribute in VARIABLES.items():
         text = text.replace(token, sql.Identifier(getattr(plane, attribute)).as_string())
@@ -95,10 +109,17 @@ def applied(conn: psycopg.Connection, plane: Plane) -> dict[str, str]:
     return dict(cur.fetchall())
 
 
-def apply(conn: psycopg.Connection, plane: Plane, migration: Migration, log: Callable[[str], None]) -> bool:
-    """Apply one migration atomically; False when a concurrent deploy already did."""
+def apply(conn: psycopg.Connection, plane: Plane, migration: Migration, log: Callable[[str], None],
+          grant_keeper: bool = False) -> bool:
+    """Apply one migration atomically; False when a concurrent deploy already did.
+
+    ``grant_keeper``: the connected admin may make the owner a member of the keeper role
+    itself, which it then does inside the transaction for a migration that needs it."""
+    owner, keeper = sql.Identifier(plane.owner_role), None
+    if grant_keeper and needs_keeper(migration):
+        keeper = sql.Identifier(plane.keeper_role)
     with conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(plane.owner_role)))
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(owner))
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
         conn.execute(_CREATE_LEDGER)
         # The ledger is the deploy's record: services may read it, never write it.
@@ -112,6 +133,10 @@ def apply(conn: psycopg.Connection, plane: Plane, migration: Migration, log: Cal
             pending(plane, [migration], {migration.name: row[0]})
             return False
         log(f"apply {plane.key}/{migration.name}")
+        if keeper:  # as the admin, which administers the keeper; under the lock, so once
+            conn.execute("RESET ROLE")
+            conn.execute(sql.SQL("GRANT {} TO {}").format(keeper, owner))
+            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(owner))
         for number, statement in enumerate(migration.statements(), 1):
             try:
                 conn.execute(with_variables(plane, statement))
@@ -121,6 +146,11 @@ def apply(conn: psycopg.Connection, plane: Plane, migration: Migration, log: Cal
                     f"{plane.key}/{migration.name}: statement {number} failed ({e.diag.message_primary or e}): "
                     f"{first}; rolled back, the ledger is unchanged and later migrations did not run"
                 ) from None
+        # A file may have switched roles (to the keeper): the ledger is the owner's.
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(owner))
         conn.execute(sql.SQL("INSERT INTO {} (filename, checksum) VALUES (%s, %s)").format(sql.Identifier(TABLE)),
                      [migration.name, migration.checksum])
+        if keeper:
+            conn.execute("RESET ROLE")  # the grantor revokes
+            conn.execute(sql.SQL("REVOKE {} FROM {}").format(keeper, owner))
     return True

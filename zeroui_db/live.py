@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import psycopg
 from pyinfra.api import QuoteString, StringCommand
 
-from . import catalog, contract
+from . import catalog, contract, evidence
 from .admin_link import admin_connect
 from .config import Server
 from .grants import Catalog
@@ -25,6 +25,11 @@ from .grants import Catalog
 # The settings the audit judges (pgdsat/CIS 3.1.20, 3.1.21, 5.2, 5.12, 6.8) and hba_file.
 SETTINGS = ("ssl", "ssl_min_protocol_version", "password_encryption", "listen_addresses", "log_connections",
             "log_disconnections", "hba_file")
+
+# The evidence ledger's status, through the keeper's function (the audit role reads no receipt).
+_LEDGER_QUERY = ("SELECT head_seq, head_hash, checkpoints, last_checkpoint_at, checkpoint_broken "
+                 "FROM public.receipt_chain_status()")
+LEDGER_FIELDS = ("head_seq", "head_hash", "checkpoints", "last_checkpoint_at", "checkpoint_broken")
 
 _HBA_QUERY = """SELECT line_number, type, database, user_name, address, netmask, auth_method, options, error
 FROM pg_catalog.pg_hba_file_rules ORDER BY line_number"""
@@ -67,6 +72,8 @@ class Observation:
     hba_changed_after_load: bool | None = None  # the file is newer than the server's last load
     certificate: bytes | None = None  # PEM of what the server presents
     certificate_error: str | None = None
+    ledgers: dict[str, dict | None] = field(default_factory=dict)  # database -> its evidence ledger's status
+    guards: dict[str, tuple[str | None, int] | None] = field(default_factory=dict)  # database -> evidence guard
 
 
 def observe(host, server: Server, password: str, ca_file: str) -> Observation:
@@ -83,12 +90,29 @@ def observe(host, server: Server, password: str, ca_file: str) -> Observation:
             rows = conn.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", [list(SETTINGS)])
             seen.settings = {name: None for name in SETTINGS} | dict(rows.fetchall())
             load_time = conn.execute("SELECT extract(epoch FROM pg_conf_load_time())").fetchone()[0]
+            for endpoint in server.endpoints:
+                if endpoint.plane.keeps_evidence:
+                    seen.ledgers[endpoint.database] = _ledger(connect(endpoint.database))
+                    if server.workstation:  # (marker, enabled triggers); None: no guard
+                        seen.guards[endpoint.database] = connect(endpoint.database).execute(
+                            evidence.GUARD_STATE).fetchone()
             if server.workstation:
                 seen.hba = _hba(conn)
                 seen.hba_changed_after_load = _changed_after(host, seen.settings.get("hba_file"), float(load_time))
     except psycopg.OperationalError as e:
         seen.error = str(e).strip().splitlines()[-1] if str(e).strip() else e.__class__.__name__
     return seen
+
+
+def _ledger(conn: psycopg.Connection) -> dict | None:
+    """The ledger's head and checkpoints; None when the audit role cannot read them (a ledger
+    from before the keeper, or a schema it may not use)."""
+    try:
+        with conn.transaction():
+            row = conn.execute(_LEDGER_QUERY).fetchone()
+    except (psycopg.errors.UndefinedFunction, psycopg.errors.InsufficientPrivilege):
+        return None
+    return dict(zip(LEDGER_FIELDS, row))
 
 
 def _hba(conn: psycopg.Connection) -> tuple[HbaLine, ...] | None:

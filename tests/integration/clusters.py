@@ -16,6 +16,7 @@ import socket
 import subprocess
 
 TEST_PREFIX = "zt"
+BACKUP_REPOSITORY = "/var/lib/pgbackrest"  # the deploy's default pgBackRest repository
 PORT_RANGE = range(15500, 16000)
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -77,8 +78,15 @@ def drop_cluster(version: int, name: str) -> None:
     # pg_dropcluster leaves e.g. conf.d fragments; a re-created cluster would silently pick them up.
     shutil.rmtree(f"/etc/postgresql/{version}/{name}", ignore_errors=True)
     shutil.rmtree(f"/var/lib/postgresql/{version}/{name}", ignore_errors=True)
-    for path in (f"/var/log/postgresql/postgresql-{version}-{name}.log",
-                 f"/run/postgresql/{version}-{name}.pid"):
+    # The deploy's backups: the cluster's pgBackRest stanza (named "<version>-<name>") in the
+    # default repository, its logs and locks, and its cron schedule.
+    stanza = f"{version}-{name}"
+    for kind in ("archive", "backup"):
+        shutil.rmtree(f"{BACKUP_REPOSITORY}/{kind}/{stanza}", ignore_errors=True)
+    paths = [f"/var/log/postgresql/postgresql-{version}-{name}.log", f"/run/postgresql/{version}-{name}.pid",
+             f"/etc/cron.d/zeroui-backup-{version}-{name}",
+             *glob.glob(f"/var/log/pgbackrest/{stanza}-*.log"), *glob.glob(f"/tmp/pgbackrest/{stanza}*")]
+    for path in paths:
         try:
             os.remove(path)
         except FileNotFoundError:
@@ -95,5 +103,9 @@ def drop_stale_test_clusters(prefix: str = TEST_PREFIX) -> None:
             version, name = path.split("/")[-2:]
             if version.isdigit() and _NAME_RE.match(name):
                 stale.add((int(version), name))
+    for path in glob.glob(f"{BACKUP_REPOSITORY}/*/*-{prefix}*") + glob.glob(f"/etc/cron.d/zeroui-backup-*-{prefix}*"):
+        version, _, name = path.rsplit("/", 1)[1].removeprefix("zeroui-backup-").partition("-")
+        if version.isdigit() and _NAME_RE.match(name) and name.startswith(prefix):
+            stale.add((int(version), name))
     for version, name in sorted(stale):
         drop_cluster(version, name)

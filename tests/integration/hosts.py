@@ -73,3 +73,45 @@ def sql_from_host(lab, client: str, statements: list[str], **connect) -> list[di
                    input=json.dumps({**connect, "statements": statements}), timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)
+
+
+# Runs where it is started (a lab host, or here): one connection, one transaction; the setup
+# statements first (e.g. SET ROLE), then each statement in its own savepoint, so that one
+# refusal does not end the session and one success cannot affect the next; everything is
+# rolled back at the end. Secrets arrive on stdin only.
+_ROLLED_BACK = r"""
+import json, sys, psycopg
+a = json.load(sys.stdin)
+out = []
+with psycopg.connect(a["conninfo"], **a["connect"], connect_timeout=10) as conn:
+    for stmt in a["setup"]:
+        conn.execute(stmt)
+    for stmt in a["statements"]:
+        conn.execute("SAVEPOINT zt_step")
+        try:
+            cur = conn.execute(stmt)
+            rows = cur.fetchall() if cur.description else None
+            conn.execute("RELEASE SAVEPOINT zt_step")
+            out.append({"ok": True, "sqlstate": None, "message": None, "rows": rows})
+        except psycopg.Error as e:
+            conn.execute("ROLLBACK TO SAVEPOINT zt_step")
+            out.append({"ok": False, "sqlstate": e.sqlstate, "message": e.diag.message_primary, "rows": None})
+    conn.rollback()
+print(json.dumps(out, default=str))
+"""
+
+
+def sql_rolled_back(lab, client: str | None, statements: list[str], setup: list[str] = (), **connect) -> list[dict]:
+    """Each statement's outcome ({ok, sqlstate, message, rows}) in one transaction that is rolled
+    back, from lab host ``client`` (None: this machine)."""
+    request = json.dumps({"conninfo": "", "connect": {"sslmode": "require", **connect}, "setup": list(setup),
+                          "statements": list(statements)})
+    argv = [sys.executable, "-c", _ROLLED_BACK]
+    if client is None:
+        proc = subprocess.run(argv, input=request, text=True, capture_output=True, timeout=120)
+    else:
+        proc = lab.run(client, argv, input=request, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert len(out) == len(statements)
+    return out

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -43,9 +42,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.cloud, pytest.mark.cutover]
 # Free lab addresses for this module's own stand-ins (the session's are .21-.23).
 TARGET_ADDRESSES = dict(zip((p.key for p in contract.POSTGRES_PLANES),
                             ("198.51.100.31", "198.51.100.32", "198.51.100.33"), strict=True))
-# The receipt chain's advisory lock, as sql/schemas/tenant/0001 takes it on every append.
-CHAIN_LOCK = int(re.search(r"pg_advisory_xact_lock\((\d+)\)",
-                           (REPO / "sql/schemas/tenant/0001_evidence_ledger.sql").read_text()).group(1))
+# The receipt chain's append lock, as sql/schemas/tenant/0011 takes it on every append: a row
+# lock on receipt_chain_lock (which a superuser may hold for a test).
+CHAIN_LOCK = "SELECT 1 FROM receipt_chain_lock FOR UPDATE"
 # Settings under which both servers write row texts alike (the independent comparison).
 PINNED = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3; SET bytea_output = 'hex';"
 
@@ -141,7 +140,8 @@ def target_counts(sites: Sites) -> dict[str, int]:
             "SELECT coalesce(sum((xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I', relname),"
             " false, true, '')))[1]::text::bigint), 0) FROM pg_class WHERE relkind = 'r' AND relnamespace ="
             " 'public'::regnamespace AND relname <> 'zeroui_schema_migrations'"
-            " AND relname NOT LIKE 'policy_lifecycle%'",
+            # Reference data, made by the migrations on both sides.
+            " AND relname NOT LIKE 'policy_lifecycle%' AND relname <> 'receipt_chain_lock'",
             plane.store).strip())
     return out
 
@@ -228,8 +228,10 @@ def test_kill_during_the_copy_then_rollback_restores_writes(sites):
     service.execute("INSERT INTO receipts (kind, source, occurred_at, payload) VALUES "
                     "('ide.check', 'zt:uncommitted', now(), '{}')")
     with superuser_session(sites.targets[tenant.key], tenant.store) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", [CHAIN_LOCK])
-        killed = kill_when_blocked(sites, sites.targets[tenant.key], tenant.store, "advisory")
+        holder.execute("BEGIN")
+        holder.execute(CHAIN_LOCK)  # a row lock: the copy's append waits for this transaction
+        killed = kill_when_blocked(sites, sites.targets[tenant.key], tenant.store, "transactionid")
+        holder.execute("ROLLBACK")
     assert killed.returncode == -signal.SIGKILL
     with pytest.raises(psycopg.OperationalError):
         service.execute("SELECT 1")
@@ -372,10 +374,11 @@ def test_after_the_switch_the_source_stays_frozen(sites):
 # -- 4. the receipt trigger's verbatim path -------------------------------------------------------
 
 
-def test_only_the_owner_inserts_receipts_verbatim_and_only_extending_the_chain(sites):
-    """On the target, in transactions rolled back: the owner's copy of the head's successor is
-    taken as it is; with a wrong seq, prev_hash or content it is refused; the same row from the
-    app role is appended with recorded_at and hashes of the trigger's own."""
+def test_only_the_keeper_inserts_receipts_verbatim_and_only_extending_the_chain(sites):
+    """On the target, in transactions rolled back: the table owner's (the evidence keeper's) copy
+    of the head's successor is taken as it is; with a wrong seq, prev_hash or content it is
+    refused; the same row from the app role or the plane's owner role is appended with
+    recorded_at and hashes of the trigger's own, or refused."""
     tenant = contract.TENANT
     target = sites.targets[tenant.key]
     # The next receipt, made (and rolled back) on the pilot, whose chain has the same head.
@@ -395,7 +398,7 @@ def test_only_the_owner_inserts_receipts_verbatim_and_only_extending_the_chain(s
             RETURNING seq || '|' || (content_hash = ({row}).content_hash);
             ROLLBACK;""", tenant.store).strip()
 
-    assert insert(tenant.owner_role) == f"{RECEIPTS + 2}|true"  # taken verbatim
+    assert insert(tenant.keeper_role) == f"{RECEIPTS + 2}|true"  # taken verbatim
     refusals = {
         "does not extend the chain": {"seq": RECEIPTS + 5},
         "prev_hash is not the content_hash": {"prev_hash": "\\x" + "00" * 32},
@@ -403,7 +406,11 @@ def test_only_the_owner_inserts_receipts_verbatim_and_only_extending_the_chain(s
     }
     for message, override in refusals.items():
         with pytest.raises(RuntimeError) as refused:
-            insert(tenant.owner_role, override)
+            insert(tenant.keeper_role, override)
         assert message in str(refused.value), override
     # The app role's values for seq, prev_hash, recorded_at and content_hash are its own no more.
     assert insert(tenant.app_role) == f"{RECEIPTS + 2}|false"
+    # The plane's owner, which the admin may act as, no longer owns the ledger: it may not insert.
+    with pytest.raises(RuntimeError) as refused:
+        insert(tenant.owner_role)
+    assert "permission denied for table receipts" in str(refused.value)

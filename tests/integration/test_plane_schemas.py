@@ -134,22 +134,37 @@ def test_ledger_lists_exactly_the_planes_migrations(local_site, plane):
     assert ledger_rows(local_site.port, plane.store) == expected
 
 
+# The functions of the tenant's evidence ledger: they write and verify it, so they are the keeper's.
+LEDGER_FUNCTIONS = {"receipt_canonical", "receipt_hash", "receipts_append", "receipts_refuse_change",
+                    "verify_receipt_chain", "record_receipt_checkpoint", "verify_receipt_checkpoints",
+                    "receipt_chain_head", "receipt_chain_status", "receipts_lock_chain"}
+
+
 @pytest.mark.parametrize("plane", contract.POSTGRES_PLANES, ids=lambda p: p.key)
 def test_every_public_relation_is_owned_by_the_owner_role(local_site, plane):
-    """Tables (the ledger included), sequences and views of the public schema belong to the plane's owner role."""
+    """Tables (the migration ledger included), sequences and views of the public schema belong to the plane's
+    owner role; the tables classified as the evidence ledger, their sequences and functions to its keeper."""
     owners = superuser_rows(local_site.port, plane.store, sql.SQL("""
-        SELECT c.relname, c.relkind, pg_get_userbyid(c.relowner)
+        SELECT c.relname, c.relkind, pg_get_userbyid(c.relowner),
+               coalesce((SELECT t.relname FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid
+                         WHERE d.objid = c.oid AND d.deptype IN ('a', 'i') AND t.relkind = 'r' LIMIT 1), c.relname)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = 'public' AND c.relkind = ANY({})
         ORDER BY 1""").format(sql.Literal(list(OWNED_RELKINDS))))
-    tables = {name for name, kind, _ in owners if kind in ("r", "p")}
+    tables = {name for name, kind, _, _ in owners if kind in ("r", "p")}
     declared = {t.name for t in schemas.tables(plane.key)}
     assert declared and declared | {ledger.TABLE} <= tables
-    assert [(name, owner) for name, _, owner in owners if owner != plane.owner_role] == []
-    functions = superuser_rows(local_site.port, plane.store, """
+    evidence = {t.name for t in schemas.tables(plane.key) if t.class_key == contract.EVIDENCE_LEDGER}
+    assert bool(evidence) == plane.keeps_evidence
+    keeper = plane.keeper_role if plane.keeps_evidence else None
+    expected = {name: keeper if table in evidence else plane.owner_role for name, _, _, table in owners}
+    assert {name: owner for name, _, owner, _ in owners} == expected
+    functions = dict(superuser_rows(local_site.port, plane.store, """
         SELECT p.proname, pg_get_userbyid(p.proowner) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE n.nspname = 'public' ORDER BY 1""")
-    assert [(name, owner) for name, owner in functions if owner != plane.owner_role] == []
+        WHERE n.nspname = 'public' ORDER BY 1"""))
+    assert functions and functions == {
+        name: keeper if name in LEDGER_FUNCTIONS and keeper else plane.owner_role for name in functions}
+    assert not keeper or LEDGER_FUNCTIONS <= set(functions)
 
 
 # -- 2. privilege matrix -----------------------------------------------------------------------
@@ -502,6 +517,12 @@ def test_concurrent_runners_apply_each_migration_once(local_site):
     superuser_psql(port, contract.MAINTENANCE_DB, sql.SQL("CREATE DATABASE {} OWNER {}").format(
         sql.Identifier(scratch), sql.Identifier(plane.owner_role)))
     hba, original = _hba_allow_admin(local_site, scratch)
+    # The evidence keeper's migration needs the owner in the keeper role for its duration: on the
+    # pilot the superuser grants that around it (operations/schemas.py); here around the whole run.
+    keeper, owner = sql.Identifier(plane.keeper_role), sql.Identifier(plane.owner_role)
+    superuser_psql(port, contract.MAINTENANCE_DB, sql.SQL("GRANT {} TO {}").format(keeper, owner))
+    # What the deploy's plan grants the keeper before any migration runs.
+    superuser_psql(port, scratch, sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(keeper))
     try:
         workers = 2
         barrier = threading.Barrier(workers, timeout=30)
@@ -523,6 +544,7 @@ def test_concurrent_runners_apply_each_migration_once(local_site):
         tables = {t.name for t in schemas.tables(plane.key)}
         assert all(relation_exists(port, scratch, t) for t in tables)
     finally:
+        superuser_psql(port, contract.MAINTENANCE_DB, sql.SQL("REVOKE {} FROM {}").format(keeper, owner))
         hba.write_bytes(original)
         superuser_psql(port, contract.MAINTENANCE_DB, "SELECT pg_reload_conf();")
         superuser_psql(port, contract.MAINTENANCE_DB, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(

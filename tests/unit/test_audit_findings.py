@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from conftest import BASE, CLOUD
-from zeroui_db import audit, contract, grants, hba
+from zeroui_db import audit, contract, evidence, grants, hba
 from zeroui_db.config import parse_site
 from zeroui_db.live import HbaLine, Observation
 
@@ -95,11 +95,18 @@ SETTINGS = {"ssl": "on", "ssl_min_protocol_version": "TLSv1.2", "password_encryp
             "hba_file": "/etc/postgresql/15/main/pg_hba.conf"}
 
 
+# The tenant ledger's status as receipt_chain_status() returns it: a backup checkpointed it yesterday.
+LEDGER = {"head_seq": 120, "head_hash": "ab" * 32, "checkpoints": 4, "last_checkpoint_at": NOW - timedelta(days=1),
+          "checkpoint_broken": None}
+
+
 def pilot(**changes) -> tuple:
     site = parse_site(copy.deepcopy(BASE))
     (server,) = site.servers
     seen = Observation(server, catalog=_converged(server), settings=dict(SETTINGS), hba=_hba_lines(site),
-                       hba_changed_after_load=False, certificate=_certificate(["127.0.0.1"]))
+                       hba_changed_after_load=False, certificate=_certificate(["127.0.0.1"]),
+                       ledgers={TENANT.store: dict(LEDGER)},
+                       guards={TENANT.store: (evidence.guard_script(TENANT).marker, evidence.GUARD_TRIGGERS)})
     for k, v in changes.items():
         setattr(seen, k, v)
     return site, seen
@@ -187,6 +194,76 @@ def test_a_managed_server_has_no_pg_hba_to_judge():
     assert all(c.have is None for c in report.matrix)
     # An empty server: the findings are the deploy's plan, e.g. its database is missing.
     assert any(f.message == f"the deploy would create database {server.first.database}" for f in report.findings)
+
+
+def test_a_checkpoint_the_chain_no_longer_holds_is_critical():
+    """A cut or rewritten tail: the chain alone may verify, the checkpoint of its head does not hold."""
+    site, seen = pilot(ledgers={TENANT.store: {**LEDGER, "head_seq": 117, "checkpoint_broken": 4}})
+    report = audit.audit(site, [seen], NOW)
+    assert report.exit_code == 1
+    [check] = [c for c in report.checks if c.id == "ledger"]
+    assert check.status == "fail" and check.evidence.startswith(f"{TENANT.store}: head seq 117, 4 checkpoints")
+    assert [(f.severity, f.message) for f in report.findings] == [
+        ("critical", f"checkpoint 4 of the receipts chain in {TENANT.store} no longer holds: receipts were cut or "
+                     "rewritten")]
+
+
+@pytest.mark.parametrize("last", [None, NOW - timedelta(days=9)])
+def test_no_recent_checkpoint_on_the_pilot_means_the_backups_stopped(last):
+    site, seen = pilot(ledgers={TENANT.store: {**LEDGER, "last_checkpoint_at": last}})
+    report = audit.audit(site, [seen], NOW)
+    assert [(f.severity, f.area) for f in report.findings] == [("medium", "ledger")]
+    assert "are the backups running?" in report.findings[0].message
+
+
+def test_a_ledger_the_audit_cannot_read_is_not_visible_not_a_pass():
+    site, seen = pilot(ledgers={TENANT.store: None})
+    [check] = [c for c in audit.audit(site, [seen], NOW).checks if c.id == "ledger"]
+    assert check.status == "not visible"
+
+
+def test_a_managed_server_is_not_asked_for_backup_checkpoints():
+    site = parse_site(copy.deepcopy(CLOUD))
+    server = next(s for s in site.servers if s.planes == (TENANT,))
+    seen = Observation(server, catalog=grants.Catalog(server_version=160000), settings=dict(SETTINGS),
+                       ledgers={TENANT.store: {**LEDGER, "checkpoints": 0, "last_checkpoint_at": None}})
+    report = audit.audit(site, [seen], NOW)
+    assert [c.status for c in report.checks if c.id == "ledger"] == ["pass"]
+    assert [f for f in report.findings if f.area == "ledger"] == []
+
+
+@pytest.mark.parametrize("guard", [None, (None, 3), ("zeroui evidence guard 00", 3), ("marker", 2)])
+def test_a_missing_disabled_or_foreign_guard_on_the_pilot_is_found(guard):
+    site, seen = pilot()
+    if guard and guard[0] == "marker":
+        guard = (evidence.guard_script(TENANT).marker, 2)  # one trigger disabled
+    seen.guards = {TENANT.store: guard}
+    report = audit.audit(site, [seen], NOW)
+    assert [c.status for c in report.checks if c.id == "guard"] == ["fail"]
+    assert [f.message for f in report.findings] == [
+        f"the evidence guard in {TENANT.store} is missing, disabled or not the bundle's: the owner could drop the "
+        "ledger; a redeploy installs it"]
+
+
+def test_the_guards_own_objects_are_not_unclassified():
+    site, seen = pilot()
+    seen.catalog.databases[TENANT.store].objects = (
+        grants.DbObject("function", "zeroui_guard.evidence_guard()", contract.SUPERUSER, {}),)
+    assert audit.audit(site, [seen], NOW).findings == []
+
+
+def test_a_ledger_table_not_owned_by_the_keeper_is_found():
+    """The receipts ledger handed back to the owner (which the admin may act as) is the hole the keeper closes."""
+    site, seen = pilot()
+    state = seen.catalog.databases[TENANT.store]
+    state.objects = (grants.DbObject("table", "public.receipts", TENANT.owner_role, {}),
+                     grants.DbObject("table", "public.receipt_checkpoints", TENANT.keeper_role, {}),
+                     grants.DbObject("function", "public.receipt_hash(bytea, receipts)", TENANT.keeper_role, {}),
+                     grants.DbObject("table", "public.decisions", TENANT.owner_role, {}))
+    findings = [f.message for f in audit.audit(site, [seen], NOW).findings if f.area == "classification"]
+    assert findings == [f"the evidence ledger's table public.receipts in {TENANT.store} is owned by "
+                        f"{TENANT.owner_role}, not {TENANT.keeper_role}: whoever may act as {TENANT.owner_role} "
+                        "may rewrite it"]
 
 
 def test_json_is_stable():

@@ -381,3 +381,83 @@ def test_cluster_paths_refuse_quotes(data, key):
     assert refused(data) == (
         f"inventory pilot: cluster.{key}: \"/etc/zeroui/tls/it's\" is not a plain absolute path; "
         "write an absolute path without quotes, spaces or shell characters")
+
+
+# --- Locks and limits; backups ------------------------------------------------------------------
+
+def test_limits_default_to_a_budget_of_90_connections_on_the_pilot(site):
+    limits = site.limits
+    assert (limits.app.connections, limits.readonly.connections, limits.admin_connections,
+            limits.reserved_connections) == (20, 5, 10, 5)
+    assert dict(limits.app.settings) == {"statement_timeout": "30s", "lock_timeout": "5s",
+                                         "idle_in_transaction_session_timeout": "60s"}
+    assert dict(limits.readonly.settings)["statement_timeout"] == "5min"
+    assert limits.max_connections(3) == 3 * (20 + 5) + 10 + 5
+    assert all(server.limits == limits for server in site.servers)
+
+
+def test_limits_from_the_inventory(data):
+    data["limits"] = {"app": {"connections": 50, "lock_timeout": "2s"}, "reserved_connections": 3}
+    limits = parse_site(data).limits
+    assert limits.app.connections == 50 and dict(limits.app.settings)["lock_timeout"] == "2s"
+    assert limits.max_connections(3) == 3 * (50 + 5) + 10 + 3
+
+
+@pytest.mark.parametrize("limits,message", [
+    ({"app": {"lock_timeout": "0"}}, "inventory pilot: limits.app.lock_timeout: '0' is not a duration; write a whole "
+                                     "number and a unit (ms, s, min, h, d), e.g. '5s'; 0 (no limit) is not allowed"),
+    ({"readonly": {"statement_timeout": "5 min'; SET x = '1"}},
+     "inventory pilot: limits.readonly.statement_timeout: \"5 min'; SET x = '1\" is not a duration; write a whole "
+     "number and a unit (ms, s, min, h, d), e.g. '5s'; 0 (no limit) is not allowed"),
+    ({"app": {"connections": 0}}, "inventory pilot: limits.app.connections: 0 is out of range; "
+                                  "keep between 1 and 10000 connections"),
+    ({"admin_connections": 1}, "inventory pilot: limits.admin_connections: 1 is out of range; "
+                               "keep between 2 and 1000 connections"),
+    ({"app": {"work_mem": "4MB"}}, "inventory pilot: limits.app.work_mem: unknown key; use one of: connections, "
+                                   "statement_timeout, lock_timeout, idle_in_transaction_session_timeout"),
+])
+def test_limits_refused(data, limits, message):
+    data["limits"] = limits
+    assert refused(data) == message
+
+
+def test_backup_defaults(site):
+    b = site.backup
+    assert (b.repository, b.retention_full, b.full_schedule, b.incremental_schedule, b.archive_timeout) == (
+        "/var/lib/pgbackrest", 2, "30 1 * * 0", "30 1 * * 1-6", 60)
+
+
+def test_backup_from_the_inventory(data):
+    data["backup"] = {"repository": "/srv/backups/pg", "retention_full": 4, "full_schedule": "0  3 * * 6",
+                      "incremental_schedule": "0 */6 * * *"}
+    b = parse_site(data).backup
+    assert (b.repository, b.retention_full, b.full_schedule, b.incremental_schedule) == (
+        "/srv/backups/pg", 4, "0 3 * * 6", "0 */6 * * *")
+
+
+@pytest.mark.parametrize("backup,message", [
+    ({"repository": "/var/lib"}, "inventory pilot: backup.repository: /var/lib is a system or shared directory; "
+                                 "give the backups a directory of their own, such as /var/lib/pgbackrest "
+                                 "(the deploy makes it postgres's)"),
+    ({"repository": "/home/alice"}, "inventory pilot: backup.repository: /home/alice is a system or shared "
+                                    "directory; give the backups a directory of their own, such as "
+                                    "/var/lib/pgbackrest (the deploy makes it postgres's)"),
+    ({"repository": "backups"}, "inventory pilot: backup.repository: 'backups' is not a plain absolute path; "
+                                "write an absolute path without quotes, spaces or shell characters"),
+    ({"full_schedule": "@weekly"}, "inventory pilot: backup.full_schedule: '@weekly' is not a cron schedule; write "
+                                   "cron's five time fields with digits, '*', ',', '-' and '/', e.g. '30 1 * * 0'"),
+    ({"incremental_schedule": "30 1 * * 1 root rm -rf /"},
+     "inventory pilot: backup.incremental_schedule: '30 1 * * 1 root rm -rf /' is not a cron schedule; write "
+     "cron's five time fields with digits, '*', ',', '-' and '/', e.g. '30 1 * * 0'"),
+    ({"retention_full": 0}, "inventory pilot: backup.retention_full: 0 is out of range; "
+                            "keep between 1 and 100 full backups"),
+])
+def test_backup_refused(data, backup, message):
+    data["backup"] = backup
+    assert refused(data) == message
+
+
+def test_backup_of_a_site_without_a_cluster_refused(cloud_data):
+    cloud_data["backup"] = {"retention_full": 3}
+    assert refused(cloud_data) == ("inventory cloud: backup: set, but no plane lives on a workstation cluster; "
+                                   "remove it: a managed service backs up itself (see README, 'Backups')")

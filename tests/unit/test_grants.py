@@ -28,10 +28,18 @@ PROVIDER = "rdsadmin"  # the provider's bootstrap superuser, grantor of its impl
 PG15, PG16 = 150000, 160000
 
 
-def plane_role(login: bool) -> dict:
+# What the inventory's default limits make of a plane's login roles (README, "Locks and limits").
+APP_LIMITS = {"connlimit": 20, "config": ["statement_timeout=30s", "lock_timeout=5s",
+                                          "idle_in_transaction_session_timeout=60s"]}
+RO_LIMITS = {"connlimit": 5, "config": ["statement_timeout=5min", "lock_timeout=5s",
+                                        "idle_in_transaction_session_timeout=60s"]}
+NO_LIMITS = {"connlimit": -1, "config": None}
+
+
+def plane_role(login: bool, limits: dict = NO_LIMITS) -> dict:
     """What pg_roles shows for a plane role that has nothing but (for login roles) LOGIN."""
     return {"super": False, "createdb": False, "createrole": False, "replication": False, "bypassrls": False,
-            "inherit": True, "canlogin": login, "validuntil": None}
+            "inherit": True, "canlogin": login, "validuntil": None, **copy.deepcopy(limits)}
 
 
 # Managed-service clauses a non-superuser may not issue at all, not even as NO...
@@ -78,7 +86,10 @@ def converged_database(plane, admin) -> DatabaseState:
              app: frozenset({"CONNECT"}), ro: frozenset({"CONNECT"}), admin: frozenset({"CONNECT"}),
              AUDIT: frozenset({"CONNECT"})},
         schema_acl={"pg_database_owner": frozenset({"USAGE", "CREATE"}),
-                    app: frozenset({"USAGE"}), ro: frozenset({"USAGE"})},
+                    app: frozenset({"USAGE"}), ro: frozenset({"USAGE"}),
+                    # The tenant's evidence keeper owns the receipts ledger there; the audit reads its status.
+                    **({plane.keeper_role: frozenset({"USAGE", "CREATE"}), AUDIT: frozenset({"USAGE"})}
+                       if plane is TENANT else {})},
         default_acl={
             # The owner's own entry shows up in every pg_default_acl row it has.
             owner: {"r": frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}),
@@ -91,7 +102,13 @@ def converged_database(plane, admin) -> DatabaseState:
 
 def plane_roles(*planes) -> dict:
     """The planes' roles and the audit's, as pg_roles shows them."""
-    return {AUDIT: plane_role(True), **{r: plane_role(r != p.owner_role) for p in planes for r in p.roles}}
+    roles = {AUDIT: plane_role(True)}
+    for p in planes:
+        roles[p.owner_role] = plane_role(False)
+        if p is TENANT:
+            roles[p.keeper_role] = plane_role(False)
+        roles[p.app_role], roles[p.readonly_role] = plane_role(True, APP_LIMITS), plane_role(True, RO_LIMITS)
+    return roles
 
 
 def converged_workstation(version=PG15) -> Catalog:
@@ -131,6 +148,16 @@ def where(steps) -> list[tuple]:
     return [(s.scope, s.database, s.as_role, s.statement.as_string() if s.statement else None) for s in steps]
 
 
+def limits(role, connections, statement_timeout):
+    """The default limits of a login role, as steps."""
+    return [
+        ("role", "postgres", None, f'ALTER ROLE "{role}" CONNECTION LIMIT {connections}'),
+        ("role", "postgres", None, f'ALTER ROLE "{role}" SET "statement_timeout" = \'{statement_timeout}\''),
+        ("role", "postgres", None, f'ALTER ROLE "{role}" SET "lock_timeout" = \'5s\''),
+        ("role", "postgres", None, f'ALTER ROLE "{role}" SET "idle_in_transaction_session_timeout" = \'60s\''),
+    ]
+
+
 def new_audit_role(clauses="NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"):
     return [("role", "postgres", None,
              f"CREATE ROLE \"{AUDIT}\" {clauses} LOGIN PASSWORD 'SCRAM-SHA-256$fresh-{AUDIT}'")]
@@ -147,10 +174,14 @@ def audit_reads_the_rules():
 
 def new_roles(plane, admin_clauses="NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"):
     owner, app, ro = plane.owner_role, plane.app_role, plane.readonly_role
+    keeper = [("role", "postgres", None, f'CREATE ROLE "{plane.keeper_role}" {admin_clauses} NOLOGIN')]
     return [
         ("role", "postgres", None, f'CREATE ROLE "{owner}" {admin_clauses} NOLOGIN'),
+        *(keeper if plane is TENANT else []),
         ("role", "postgres", None, f"CREATE ROLE \"{app}\" {admin_clauses} LOGIN PASSWORD 'SCRAM-SHA-256$fresh-{app}'"),
+        *limits(app, 20, "30s"),
         ("role", "postgres", None, f"CREATE ROLE \"{ro}\" {admin_clauses} LOGIN PASSWORD 'SCRAM-SHA-256$fresh-{ro}'"),
+        *limits(ro, 5, "5min"),
     ]
 
 
@@ -164,7 +195,10 @@ def new_database(plane, admin):
         *sorted([("database", "postgres", owner, f'GRANT CONNECT ON DATABASE "{db}" TO "{r}"')
                  for r in (admin, AUDIT, app, ro)], key=lambda step: step[3]),
         ("database", db, owner, 'REVOKE ALL ON SCHEMA "public" FROM PUBLIC'),
+        *([("database", db, owner, f'GRANT USAGE ON SCHEMA "public" TO "{AUDIT}"')] if plane is TENANT else []),
         ("database", db, owner, f'GRANT USAGE ON SCHEMA "public" TO "{app}"'),
+        *([("database", db, owner, f'GRANT CREATE, USAGE ON SCHEMA "public" TO "{plane.keeper_role}"')]
+          if plane is TENANT else []),
         ("database", db, owner, f'GRANT USAGE ON SCHEMA "public" TO "{ro}"'),
         ("database", db, owner,
          f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" GRANT SELECT, USAGE ON SEQUENCES TO "{app}"'),
@@ -304,6 +338,51 @@ def test_workstation_admin_inheriting_an_owner_on_16_is_drift():
     assert any(TENANT.owner_role in t and ADMIN in t and ("REVOKE" in t or "INHERIT FALSE" in t) for t in text)
 
 
+def test_limits_drift_is_repaired_and_other_settings_are_left_alone():
+    """A connection limit or a timeout changed behind the deploy's back is set again; a setting the
+    deploy does not manage (search_path) is not its business."""
+    catalog = converged_workstation()
+    catalog.roles[TENANT.app_role].update(
+        connlimit=-1, config=["statement_timeout=0", "lock_timeout=5s", "search_path=public",
+                              "idle_in_transaction_session_timeout=60s"])
+    del catalog.roles[PRODUCT.readonly_role]["config"][1]  # lock_timeout gone
+    assert where(grants.plan(pilot_server(), catalog, FakePasswords())) == [
+        ("role", "postgres", None, f'ALTER ROLE "{TENANT.app_role}" CONNECTION LIMIT 20'),
+        ("role", "postgres", None, f'ALTER ROLE "{TENANT.app_role}" SET "statement_timeout" = \'30s\''),
+        ("role", "postgres", None, f'ALTER ROLE "{PRODUCT.readonly_role}" SET "lock_timeout" = \'5s\''),
+    ]
+
+
+def test_limits_follow_the_inventory():
+    data = copy.deepcopy(BASE)
+    data["limits"] = {"readonly": {"connections": 2, "statement_timeout": "90s"}}
+    (server,) = parse_site(data).servers
+    text = sql(grants.plan(server, converged_workstation(), FakePasswords()))
+    assert text == [stmt for ro in (TENANT.readonly_role, PRODUCT.readonly_role, SHARED.readonly_role) for stmt in (
+        f'ALTER ROLE "{ro}" CONNECTION LIMIT 2', f'ALTER ROLE "{ro}" SET "statement_timeout" = \'90s\'')]
+
+
+@pytest.mark.parametrize("member", [TENANT.owner_role, ADMIN, TENANT.app_role])
+def test_a_member_of_the_keeper_is_revoked_on_the_workstation(member):
+    """Nobody may act as the evidence keeper outside a migration: a membership left by a crashed
+    migration (the owner's), or made by hand, goes."""
+    catalog = converged_workstation()
+    catalog.memberships += (Membership(TENANT.keeper_role, member, SUPERUSER),)
+    assert where(grants.plan(pilot_server(), catalog, FakePasswords())) == [
+        ("role", "postgres", None, f'REVOKE "{TENANT.keeper_role}" FROM "{member}"')]
+
+
+def test_managed_admin_keeps_its_admin_row_on_the_keeper_and_gets_no_set():
+    """On 16+ the master administers the keeper (it created it), which lets a migration grant the owner the
+    keeper inside its own transaction; the plan never gives the master SET on the keeper."""
+    catalog = converged_managed(TENANT)
+    catalog.memberships += (Membership(TENANT.keeper_role, MASTER, PROVIDER, admin=True, inherit=False, set=False),)
+    assert grants.plan(cloud_server(TENANT), catalog, FakePasswords()) == []
+    catalog.memberships += (Membership(TENANT.keeper_role, TENANT.owner_role, MASTER),)
+    assert sql(grants.plan(cloud_server(TENANT), catalog, FakePasswords())) == [
+        f'REVOKE "{TENANT.keeper_role}" FROM "{TENANT.owner_role}" GRANTED BY "{MASTER}"']
+
+
 def test_admin_role_logs_in_and_creates_databases_nothing_more():
     """The pilot's admin: LOGIN CREATEDB, no CREATEROLE (before 16 it could grant itself
     pg_execute_server_program), NOINHERIT (it acts as an owner only by SET ROLE)."""
@@ -352,7 +431,7 @@ def test_managed_endpoint_database_name_is_the_inventorys():
     data["endpoints"]["tenant"]["database"] = "tenant_main"
     (server,) = [s for s in parse_site(data).servers if s.planes == (TENANT,)]
     steps = grants.plan(server, Catalog(server_version=PG16), FakePasswords())
-    assert sql(steps)[5] == (
+    assert next(t for t in sql(steps) if t.startswith("CREATE DATABASE")) == (
         f"CREATE DATABASE \"tenant_main\" OWNER \"{TENANT.owner_role}\" ENCODING 'UTF8' TEMPLATE template0")
     assert {s.database for s in steps} == {"postgres", "tenant_main"}
     assert not any(TENANT.store in t for t in sql(steps))
@@ -486,6 +565,25 @@ def test_object_privileges_beyond_the_ceiling_are_revoked_by_the_owner():
         ("database", db, owner, f'REVOKE TRUNCATE ON TABLE public.receipts FROM "{app}"'),
         ("database", db, owner, f'REVOKE UPDATE ON TABLE public.receipts FROM "{ro}"'),
         ("database", db, owner, f'REVOKE UPDATE ON SEQUENCE public.s FROM "{ro}"'),
+    ]
+
+
+def test_object_privileges_beyond_the_ceiling_on_the_keepers_ledger_are_revoked_as_the_keeper():
+    """The evidence ledger is the keeper's: it may let the owner read it and record checkpoints, nothing
+    more; drift there is revoked by a keeper step (the pilot's superuser, or the managed admin for one
+    transaction), never as the owner, which may not."""
+    owner, keeper, app, ro = TENANT.owner_role, TENANT.keeper_role, TENANT.app_role, TENANT.readonly_role
+    catalog = with_objects(converged_workstation(), TENANT,
+                           grants.DbObject("table", "public.receipts", keeper, {
+                               keeper: frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"}),
+                               owner: frozenset({"SELECT", "INSERT"}), app: frozenset({"SELECT", "INSERT"}),
+                               ro: frozenset({"SELECT", "UPDATE"})}),
+                           grants.DbObject("function", "public.record_receipt_checkpoint(text)", keeper, {
+                               keeper: frozenset({"EXECUTE"}), owner: frozenset({"EXECUTE"})}))
+    db = TENANT.store
+    assert where(grants.plan(pilot_server(), catalog, FakePasswords())) == [
+        ("keeper", db, keeper, f'REVOKE INSERT ON TABLE public.receipts FROM "{owner}"'),
+        ("keeper", db, keeper, f'REVOKE UPDATE ON TABLE public.receipts FROM "{ro}"'),
     ]
 
 

@@ -37,3 +37,18 @@ def test_role_variables_are_filled_per_plane():
     text = ledger.with_variables(contract.PRODUCT, 'REVOKE UPDATE ON t FROM :"app_role"; GRANT SELECT ON t TO :"readonly_role";')
     assert text == (f'REVOKE UPDATE ON t FROM "{contract.PRODUCT.app_role}"; '
                     f'GRANT SELECT ON t TO "{contract.PRODUCT.readonly_role}";')
+
+
+def test_a_migration_needs_the_keeper_when_it_names_it():
+    keeper = Migration("0005_k.sql", 'ALTER TABLE receipts OWNER TO :"keeper_role";')
+    assert ledger.needs_keeper(keeper) and not ledger.needs_keeper(A)
+    assert ledger.with_variables(contract.TENANT, keeper.sql) == 'ALTER TABLE receipts OWNER TO "zeroui_tenant_keeper";'
+
+
+def test_the_bundles_keeper_migrations_are_the_tenant_ledgers():
+    """Only the tenant plane has a keeper; only its ledger migration needs it."""
+    from zeroui_db import schemas
+    needing = {(p.key, m.name) for p in contract.POSTGRES_PLANES for m in schemas.migrations(p)
+               if ledger.needs_keeper(m)}
+    assert needing == {("tenant", "0011_evidence_keeper.sql")}
+    assert [p.key for p in contract.POSTGRES_PLANES if p.keeps_evidence] == ["tenant"]

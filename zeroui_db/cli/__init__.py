@@ -6,8 +6,10 @@ from __future__ import annotations
 import click
 
 from .audit import audit
+from .backup import backup
 from .cutover import cutover
 from .network_rules import network_rules
+from .restore_drill import restore_drill
 from .verify import verify
 
 
@@ -17,6 +19,8 @@ def main() -> None:
 
 
 main.add_command(audit)
+main.add_command(backup)
 main.add_command(cutover)
 main.add_command(network_rules)
+main.add_command(restore_drill)
 main.add_command(verify)

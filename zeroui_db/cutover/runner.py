@@ -257,7 +257,8 @@ class Cutover:
                 t0 = time.monotonic()
                 with _progress(f"{plane.key}.{table.name}", table.estimated_rows) as on_chunk:
                     try:
-                        got = transfer.copy_table(src, tgt, table, on_chunk)
+                        got = transfer.copy_table(src, tgt, table, on_chunk,
+                                                  keeper=plane.keeper_role if plane.keeps_evidence else None)
                     except psycopg.Error as e:
                         raise Refused(f"{plane.key}: copying {table.name} failed and was rolled back: "
                                       f"{e.diag.message_primary or _line(e)}") from None

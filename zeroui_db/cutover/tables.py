@@ -18,12 +18,16 @@ from .. import ledger
 from ..contract import Plane
 from ..grants import SCHEMA
 
-# The tenant ledger (sql/schemas/tenant/0001 and 0010): its append trigger takes the owner's
-# verbatim rows only when they extend the chain, so it stays on during the copy, and
+# The tenant ledger (sql/schemas/tenant/0001, 0010 and 0011): its append trigger takes the
+# table owner's (the keeper's) verbatim rows only when they extend the chain, so it stays on during the copy, and
 # verify_receipt_chain() names the first broken receipt (NULL when the chain is intact).
 CHAIN_TABLE = "receipts"
 CHAIN_TRIGGER = "receipts_append"
 CHAIN_CHECK = "verify_receipt_chain"
+
+# Tables the services fill without INSERT of their own, through the owner's or the keeper's
+# SECURITY DEFINER code (sql/schemas/product/0005, tenant/0011): data like the rest, copied.
+WRITTEN_FOR_SERVICES = frozenset({"policy_snapshot_transitions", "receipt_checkpoints"})
 
 # tgtype bit for INSERT (PostgreSQL's TRIGGER_TYPE_INSERT).
 _INSERT = 4
@@ -44,7 +48,8 @@ SELECT c.relname,
          AND s.relkind = 'S' AND d.deptype IN ('a', 'i')),
   has_table_privilege({app}, c.oid, 'INSERT'),
   CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END,
-  pg_table_size(c.oid)
+  pg_table_size(c.oid),
+  pg_get_userbyid(c.relowner)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = {schema} AND c.relkind = 'r' AND c.relname <> {ledger}
 ORDER BY c.oid
@@ -62,6 +67,7 @@ class Table:
     app_inserts: bool  # False: only migrations write it (reference data), so it is compared, never copied
     estimated_rows: int | None  # pg_class.reltuples; None before the first VACUUM or ANALYZE
     size: int  # bytes on disk (pg_table_size)
+    owner: str = ""  # the plane's owner, or its evidence keeper (the ledger's tables)
 
     @property
     def ident(self) -> sql.Identifier:
@@ -69,7 +75,7 @@ class Table:
 
     @property
     def copied(self) -> bool:
-        return self.app_inserts
+        return self.app_inserts or self.name in WRITTEN_FOR_SERVICES
 
     @property
     def triggers_to_pause(self) -> tuple[tuple[str, str], ...]:
@@ -94,12 +100,13 @@ def read(conn: psycopg.Connection, plane: Plane) -> list[Table]:
         rows = conn.execute(_QUERY.format(insert=sql.Literal(_INSERT), app=sql.Literal(plane.app_role),
                                           schema=sql.Literal(SCHEMA), ledger=sql.Literal(ledger.TABLE))).fetchall()
     tables = []
-    for name, columns, key, parents, triggers, sequences, app_inserts, estimate, size in rows:
+    for name, columns, key, parents, triggers, sequences, app_inserts, estimate, size, owner in rows:
         if not key:
             raise NotCopyable(f"{plane.key}: table {name} has no primary key, so its rows cannot be compared "
                               "one by one; give it one in a migration")
         tables.append(Table(name, tuple(columns or ()), tuple((k, bool(c)) for k, c in key), tuple(parents),
-                            tuple((n, m) for n, m in triggers), tuple(sequences), app_inserts, estimate, size))
+                            tuple((n, m) for n, m in triggers), tuple(sequences), app_inserts, estimate, size,
+                            owner))
     return in_copy_order(tables)
 
 

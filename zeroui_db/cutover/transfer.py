@@ -1,4 +1,5 @@
-"""Copying one table from the source to the target, as the plane's owner on the target.
+"""Copying one table from the source to the target, as the plane's owner on the target (as
+its evidence keeper for the ledger's tables).
 
 COPY through psycopg, source to target, one table per transaction: a table is either all
 there or not there at all (a kill rolls its transaction back), and the stream that goes
@@ -10,12 +11,18 @@ snapshot that is not a draft, an audit row written a second time) are paused ins
 table's own transaction: ``ALTER TABLE … DISABLE TRIGGER`` takes an ACCESS EXCLUSIVE lock
 that is held to COMMIT, and DDL is transactional, so no other session ever sees the table
 without them. The receipt chain's trigger stays on and checks that each receipt extends
-the chain exactly (sql/schemas/tenant/0010).
+the chain exactly (sql/schemas/tenant/0010, 0011).
+
+The ledger's tables belong to the evidence keeper, which no login role may act as. The
+target's admin (a managed service's, which administers the keeper) grants itself the keeper
+inside the table's transaction and revokes it before COMMIT, so no other session ever sees
+that membership; the session goes back to acting as the owner.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import psycopg
 from psycopg import sql
@@ -30,12 +37,13 @@ _ENABLE = {"O": "ENABLE TRIGGER", "A": "ENABLE ALWAYS TRIGGER", "R": "ENABLE REP
 
 
 def copy_table(source: psycopg.Connection, target: psycopg.Connection, table: Table,
-               on_chunk: Callable[[bytes], None] = lambda _: None) -> Digest:
+               on_chunk: Callable[[bytes], None] = lambda _: None, keeper: str | None = None) -> Digest:
     """Copy ``table`` and its sequences; the digest of what was sent. ``target`` is a session
-    acting as the plane's owner, ``source`` one that only reads."""
+    acting as the plane's owner, ``source`` one that only reads; ``keeper``: the plane's evidence
+    keeper, as which the tables it owns are written."""
     digester = Digester()
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in table.columns)
-    with target.transaction():
+    with target.transaction(), _acting_as(target, keeper if keeper and table.owner == keeper else None):
         for name, _ in table.triggers_to_pause:
             target.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(table.ident, sql.Identifier(name)))
         with source.cursor() as out_cur, out_cur.copy(copy_out(table)) as out_copy, \
@@ -57,6 +65,27 @@ def copy_table(source: psycopg.Connection, target: psycopg.Connection, table: Ta
                                                                    sql.Identifier(name)))
         carry_sequences(source, target, table)
     return digester.digest()
+
+
+@contextmanager
+def _acting_as(target: psycopg.Connection, keeper: str | None) -> Iterator[None]:
+    """Inside the open transaction: act as ``keeper`` (granted to the admin for this transaction
+    only), then as the role the session acted as before."""
+    if keeper is None:
+        yield
+        return
+    role = sql.Identifier(keeper)
+    before = sql.Identifier(target.execute("SELECT current_user").fetchone()[0])
+    grant = sql.SQL("GRANT {} TO CURRENT_USER").format(role)
+    if target.info.server_version >= 160000:
+        grant += sql.SQL(" WITH INHERIT FALSE, SET TRUE")
+    target.execute("RESET ROLE")  # as the admin, which administers the keeper
+    target.execute(grant)
+    target.execute(sql.SQL("SET LOCAL ROLE {}").format(role))
+    yield
+    target.execute("RESET ROLE")
+    target.execute(sql.SQL("REVOKE {} FROM CURRENT_USER").format(role))
+    target.execute(sql.SQL("SET ROLE {}").format(before))
 
 
 def _send(data: bytes, copy, digester: Digester, on_chunk) -> None:

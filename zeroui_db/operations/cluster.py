@@ -25,7 +25,8 @@ SSL_DISABLED = "cannot match because SSL is disabled"
 @operation()
 def packages(version: int):
     """
-    Install the PostgreSQL server and client of ``version``, and openssl, if missing.
+    Install the PostgreSQL server and client of ``version``, openssl, pgBackRest and cron (which
+    runs the backups), if missing.
 
     **Example:**
 
@@ -33,7 +34,7 @@ def packages(version: int):
 
         cluster.packages(name="Install PostgreSQL", version=15)
     """
-    wanted = [f"postgresql-{version}", f"postgresql-client-{version}", "openssl"]
+    wanted = [f"postgresql-{version}", f"postgresql-client-{version}", "openssl", "pgbackrest", "cron"]
     installed = host.get_fact(DebPackages)
     missing = [p for p in wanted if p not in installed]
     if missing:

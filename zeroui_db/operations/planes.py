@@ -84,7 +84,18 @@ def _execute(state, host, server: Server, password: str, ca_file: str, passwords
                     if step.after:
                         step.after()
                 roles = []
-            converge.run(connect, [*roles, *(s for s in todo if s.scope == grants.DATABASE)],
+            keeper = [s for s in todo if s.scope == grants.KEEPER]
+            if keeper and server.workstation:  # the keeper's objects: the local superuser acts as the keeper
+                for database in dict.fromkeys(s.database for s in keeper):
+                    mine = [s for s in keeper if s.database == database]
+                    for step in mine:
+                        progress(step.summary, host)
+                    ok, output = privilege.run(host, superuser_psql(server.port, converge.keeper_script(mine),
+                                                                    dbname=database))
+                    if not ok:
+                        return fail(host, f"{server.key}: keeper steps failed: {output.stderr.strip()[-500:]}")
+                keeper = []
+            converge.run(connect, [*roles, *(s for s in todo if s.scope == grants.DATABASE), *keeper],
                          lambda summary: progress(summary, host))
     except converge.StepFailed as e:
         # e.g. drift only the superuser may repair (BYPASSRLS): say so in one line.

@@ -12,19 +12,19 @@ from pyinfra.api import StringCommand, operation
 from pyinfra.api.command import FunctionCommand
 
 from .. import admin_link, contract, converge, grants
-from ..config import Server
+from ..config import RoleLimits, Server
 from ..facts import RoleAttributes
 from ..layout import ClusterLayout
 from ..privilege import as_server_user
 from ..secret_store import SecretStore
 
 
-def superuser_psql(port: int, script: str) -> StringCommand:
+def superuser_psql(port: int, script: str, dbname: str = contract.MAINTENANCE_DB) -> StringCommand:
     """psql as the local superuser (peer authentication), the script on stdin: it may hold
     verifiers. One transaction: a run killed midway leaves all of it or none, never half."""
     return as_server_user(
         "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-p", str(port),
-        "-d", contract.MAINTENANCE_DB, "-f", "-", _stdin=script,
+        "-d", dbname, "-f", "-", _stdin=script,
     )
 
 
@@ -32,7 +32,7 @@ def superuser_psql(port: int, script: str) -> StringCommand:
 def admin(cluster: ClusterLayout, server: Server, store: SecretStore, ca_file: str):
     """
     Create the admin role (LOGIN CREATEDB NOINHERIT; never SUPERUSER, never CREATEROLE), or
-    bring its attributes and password in line.
+    bring its attributes, connection limit and password in line.
 
     **Example:**
 
@@ -42,10 +42,12 @@ def admin(cluster: ClusterLayout, server: Server, store: SecretStore, ca_file: s
                     ca_file="/root/.config/zeroui-db/secrets/pilot-ca.crt")
     """
     password = store.password(contract.ADMIN_ROLE)
+    limits = RoleLimits(server.limits.admin_connections)
     # Logging in with the current password proves it is applied; its own attributes
     # in line too means there is nothing for the superuser to do.
     own = admin_link.own_attributes(host, server, password, ca_file)
-    if own is not None and not grants.role_steps(contract.ADMIN_ROLE, grants.ADMIN_ATTRS, own, None, None):
+    if own is not None and not grants.role_steps(contract.ADMIN_ROLE, grants.ADMIN_ATTRS, own, None, None) \
+            and not grants.limit_steps(contract.ADMIN_ROLE, limits, own):
         host.noop(f"{contract.ADMIN_ROLE} logs in with its password and has its attributes")
         return
     # Before the cluster runs (a fresh host, or --dry) the fact is None: create the role.
@@ -57,7 +59,7 @@ def admin(cluster: ClusterLayout, server: Server, store: SecretStore, ca_file: s
     steps = grants.role_steps(
         contract.ADMIN_ROLE, grants.ADMIN_ATTRS, have, verifier,
         lambda v: store.record_applied(contract.ADMIN_ROLE, v),
-    )
+    ) + grants.limit_steps(contract.ADMIN_ROLE, limits, have)
     if not steps:
         return
     yield superuser_psql(cluster.port, converge.superuser_script(steps))
