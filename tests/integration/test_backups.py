@@ -130,6 +130,23 @@ def test_point_in_time_restore_drill(local_site, scratch):
     assert "checked: no receipt younger than the target" in out and "FAILED" not in out
 
 
+def test_point_in_time_restore_drill_to_just_now(local_site, scratch):
+    """A moment after the last write, with no backup or WAL switch since (as an operator asks for
+    "now"): recovery needs a commit after it in the archive, which the drill provides; every
+    sentinel written before the moment is restored."""
+    written = sentinels(local_site, "zt:pitr-now", 3)
+    [[moment]] = superuser_rows(local_site.port, contract.MAINTENANCE_DB, "SELECT to_char(clock_timestamp() "
+                                "AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US+00:00')")
+    drill = zeroui_db(local_site, "restore-drill", "--target", moment, "--scratch", str(scratch))
+    assert drill.returncode == 0, drill.stderr + drill.stdout
+    assert f"head seq {written[-1][0]} {written[-1][1]}" in drill.stdout and "FAILED" not in drill.stdout
+
+
+def test_a_restore_drill_to_a_moment_still_to_come_is_refused(local_site, scratch):
+    drill = zeroui_db(local_site, "restore-drill", "--target", "2999-01-01T00:00:00Z", "--scratch", str(scratch))
+    assert drill.returncode == 1 and "still to come" in drill.stderr and drill.stdout == ""
+
+
 def test_a_cut_tail_refuses_the_next_backup_until_the_rows_are_back(local_site):
     """Cut the last receipts (as the superuser, triggers off): the chain still verifies, but the next backup
     refuses, naming what it checked against. Put back byte for byte (the restore path a data move would

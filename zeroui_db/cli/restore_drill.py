@@ -131,7 +131,20 @@ def _plan(repo: backups.Repository, target: datetime | None) -> tuple[list[str],
     if target < repo.backups[0].stopped:
         raise click.ClickException(f"{target.isoformat()} is before the oldest backup's end "
                                    f"({repo.backups[0].stopped.isoformat()}): nothing to restore it from")
+    if target > datetime.now(timezone.utc):
+        raise click.ClickException(f"{target.isoformat()} is still to come: give a moment that has passed")
     return ["--type=time", f"--target={_utc(target)}"], None, f"the moment {target.isoformat()}"
+
+
+def _reach(ws: Workstation) -> None:
+    """Make a past moment reachable by point-in-time recovery. Recovery to a time stops at the
+    first commit after it, and fails if the archive holds none (a quiet cluster, or a moment in
+    the segment not yet archived). So commit an empty transaction on the live cluster (it writes
+    a commit record, timestamped now, and changes no data) and let pgBackRest's check switch
+    the WAL segment and wait until it is archived."""
+    ws.run("psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-p", str(ws.cluster.port), "-d", "postgres",
+           "-c", "SELECT pg_current_xact_id()", what="a commit after the target on the live cluster")
+    ws.run(*backups.pgbackrest(ws.cluster, "check", "--log-level-console=error"), what="pgbackrest check")
 
 
 def _check(scratch: ScratchCluster, ws: Workstation, repo: backups.Repository, anchored: Backup | None,
@@ -208,6 +221,8 @@ def restore_drill(inventory: str, target: str | None, scratch: str) -> None:
         if not repo.backups:
             raise click.ClickException(f"stanza {ws.cluster.stanza} holds no backup yet: run zeroui-db backup")
         restore_args, anchored, what = _plan(repo, moment)
+        if moment is not None:
+            _reach(ws)
         cluster = ScratchCluster(ws, scratch)
         click.echo(f"restore drill of cluster {ws.cluster.version}/{ws.cluster.name} (stanza {ws.cluster.stanza}): "
                    f"{what}")
