@@ -19,7 +19,7 @@ from .contract import Plane
 
 GUARD_FILE = Path(__file__).resolve().parent.parent / "sql" / "server" / "evidence_guard.sql"
 GUARD_SCHEMA, GUARD_FUNCTION = "zeroui_guard", "evidence_guard"
-GUARD_TRIGGERS = 3  # ddl_command_start, sql_drop, ddl_command_end
+GUARD_TRIGGERS = GUARD_FILE.read_text().count("\nCREATE EVENT TRIGGER ")  # the script's own: start, drop, end
 MARKER = "zeroui evidence guard "
 
 # Whether the guard of this very script is installed and enabled: (marker, enabled triggers).
@@ -74,16 +74,16 @@ def chain_state_query(seqs: list[int]) -> sql.Composed:
     """One query for a ChainState, as a row of JSON; ``seqs``: whose hashes to report (anchors)."""
     return sql.SQL("""
 SELECT json_build_object(
-  'receipts', (SELECT count(*) FROM receipts),
+  'receipts', (SELECT count(*) FROM public.receipts),
   'head_seq', h.seq, 'head_hash', encode(h.content_hash, 'hex'),
-  'broken_at', verify_receipt_chain(),
-  'checkpoints', (SELECT count(*) FROM receipt_checkpoints),
-  'checkpoint_broken', verify_receipt_checkpoints(),
+  'broken_at', public.verify_receipt_chain(),
+  'checkpoints', (SELECT count(*) FROM public.receipt_checkpoints),
+  'checkpoint_broken', public.verify_receipt_checkpoints(),
   'last_recorded_at', (SELECT to_char(max(recorded_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-                       FROM receipts),
+                       FROM public.receipts),
   'hash_at', (SELECT coalesce(json_object_agg(seq, encode(content_hash, 'hex')), '{{}}')
-              FROM receipts WHERE seq = ANY({seqs}::bigint[])))
-FROM receipt_chain_head() h""").format(seqs=sql.Literal(seqs))
+              FROM public.receipts WHERE seq = ANY({seqs}::bigint[])))
+FROM public.receipt_chain_head() h""").format(seqs=sql.Literal(seqs))
 
 
 def chain_state(row: dict) -> ChainState:

@@ -20,6 +20,13 @@ from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
 
 SERVER_USER = "postgres"  # the OS user the Debian cluster runs as; peer authentication maps it
 
+# The environment of every superuser session (psql as postgres): names resolve in pg_catalog
+# alone, pg_temp last. The plane's owner owns schema public in its database (the admin may act
+# as it), and a function it put there can beat a built-in of pg_catalog when it matches the
+# arguments better: whatever the superuser calls must never be that. The bundle's own objects
+# are named in full (public.receipts) in the SQL a superuser runs.
+SUPERUSER_ENV = "PGOPTIONS=-csearch_path=pg_catalog,pg_temp"
+
 # Operation arguments that keep an operation to the connecting user, whatever the host's data says.
 AS_CONNECTING_USER = {"_sudo": False, "_su_user": "", "_doas": False, "_dzdo": False}
 

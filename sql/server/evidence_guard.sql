@@ -18,7 +18,7 @@ CREATE SCHEMA IF NOT EXISTS zeroui_guard;
 REVOKE ALL ON SCHEMA zeroui_guard FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION zeroui_guard.evidence_guard() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     keeper oid := to_regrole(':"keeper_role"');
     protected text;

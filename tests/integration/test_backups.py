@@ -57,6 +57,14 @@ def sentinels(site, tag: str, n: int) -> list[list[str]]:
         RETURNING seq, encode(content_hash, 'hex');""")
 
 
+def running(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie waiting for its parent does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 @pytest.fixture
 def scratch():
     """A parent directory for the drill's cluster, postgres's, removed afterwards."""
@@ -145,6 +153,29 @@ def test_point_in_time_restore_drill_to_just_now(local_site, scratch):
 def test_a_restore_drill_to_a_moment_still_to_come_is_refused(local_site, scratch):
     drill = zeroui_db(local_site, "restore-drill", "--target", "2999-01-01T00:00:00Z", "--scratch", str(scratch))
     assert drill.returncode == 1 and "still to come" in drill.stderr and drill.stdout == ""
+
+
+def test_a_drill_killed_midway_leaves_a_cluster_the_next_drill_removes(local_site, scratch):
+    """kill -9 once the scratch cluster is up (no cleanup can run): the next drill stops and removes it
+    before its own, and no server of it is left running."""
+    argv = [sys.executable, "-m", "zeroui_db.cli", "restore-drill", str(local_site.inventory), "--scratch", str(scratch)]
+    first = subprocess.Popen(argv, cwd=REPO, env=local_site.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while not list(scratch.glob("zeroui-drill-*/data/postmaster.pid")):
+            assert first.poll() is None and time.monotonic() < deadline, "the drill ended before its cluster was up"
+            time.sleep(0.05)
+    finally:
+        first.kill()
+        first.wait()
+    [left] = list(scratch.iterdir())
+    pid = int((left / "data" / "postmaster.pid").read_text().split()[0])
+    assert running(pid)  # the killed drill's server goes on
+
+    drill = zeroui_db(local_site, "restore-drill", "--scratch", str(scratch))
+    assert drill.returncode == 0, drill.stderr + drill.stdout
+    assert f"removed {left}, left by an interrupted drill" in drill.stdout
+    assert not running(pid)
 
 
 def test_a_cut_tail_refuses_the_next_backup_until_the_rows_are_back(local_site):

@@ -13,12 +13,14 @@ in transactions that are rolled back.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from dataclasses import dataclass
 
 import pytest
 from psycopg import sql
 
+from deployment import REPO
 from hosts import service_host, sql_rolled_back, superuser_psql, superuser_rows
 
 from zeroui_db import contract
@@ -74,6 +76,7 @@ TAMPERING = [
     Tamper("forge a checkpoint", "INSERT INTO public.receipt_checkpoints (seq, reason) VALUES (0, 'forged')", True),
     Tamper("remove a checkpoint", "DELETE FROM public.receipt_checkpoints", False),
     Tamper("hold the append lock", "SELECT 1 FROM public.receipt_chain_lock FOR UPDATE", True),
+    Tamper("hold the append lock through a checkpoint", "SELECT public.record_receipt_checkpoint('zt')", True),
     Tamper("lock the ledger", "LOCK TABLE public.receipts IN EXCLUSIVE MODE", True),
 ]
 
@@ -93,6 +96,7 @@ SESSIONS = (
     Session(contract.ADMIN_ROLE, None, (f"SET ROLE {OWNER}",)),  # what its membership allows
     Session(TENANT.app_role, service_host(TENANT)),
     Session(TENANT.readonly_role, service_host(TENANT)),
+    Session(contract.AUDIT_ROLE, None),
 )
 
 
@@ -163,13 +167,50 @@ def test_a_cut_tail_shows_against_a_checkpoint(local_site):
     assert tagged["after"] == ["null", checkpoint]  # the chain alone looks intact; the checkpoint does not hold
 
 
-def test_checkpoints_record_the_true_head_for_the_owner(lab, local_site):
-    """The admin (as the owner) may record a checkpoint for an audit; it can only record the real head."""
-    [head, checkpoint] = run(lab, local_site, SESSIONS[1], [
-        "SELECT seq, encode(content_hash, 'hex') FROM receipt_chain_head()",
-        "SELECT seq, encode(content_hash, 'hex'), recorded_by FROM record_receipt_checkpoint('zt: audit')"])
-    assert checkpoint["ok"], checkpoint
-    assert checkpoint["rows"] == [[*head["rows"][0], contract.ADMIN_ROLE]]
+def test_a_checkpoint_records_the_true_head(local_site):
+    """Checkpoints are the superuser's (the backup's): whoever calls the function records the real head."""
+    out = superuser_rows(local_site.port, TENANT.store, """
+        BEGIN;
+        SELECT 'head', seq, encode(content_hash, 'hex') FROM public.receipt_chain_head();
+        SELECT 'checkpoint', seq, encode(content_hash, 'hex') FROM public.record_receipt_checkpoint('zt: head');
+        ROLLBACK;""")
+    tagged = {r[0]: r[1:] for r in out if r[0] in ("head", "checkpoint")}
+    assert tagged["checkpoint"] == tagged["head"], out
+
+
+# Matches a call convert_to(<text>, 'UTF8') better than pg_catalog.convert_to(text, name): an
+# untyped literal prefers text, the preferred type of its category.
+_PLANTED = """CREATE FUNCTION public.convert_to(text, text) RETURNS bytea LANGUAGE plpgsql AS
+$$BEGIN RAISE EXCEPTION 'zt planted function ran as %', current_user; END$$"""
+
+
+def test_a_function_the_owner_plants_in_public_never_runs_for_the_keeper_or_the_superuser(lab, local_site):
+    """The owner (the admin, acting as it) owns schema public and may create functions there. One that
+    the ledger's hash would call, and that fails naming who ran it, must never run for an append (the
+    keeper's lock, the hash), for the superuser's verification with its default search path, or for
+    the nightly backup (the superuser)."""
+    superuser_psql(local_site.port, TENANT.store, f"SET ROLE {OWNER};\n{_PLANTED};")
+    try:
+        # The control: an unqualified call does reach it.
+        control = superuser_psql(local_site.port, TENANT.store, "SELECT convert_to('x', 'UTF8');", check=False)
+        assert "zt planted function ran as postgres" in control.stderr, control.stderr
+        # The superuser appends (the trigger hashes) and verifies, with its default search path.
+        verified = superuser_rows(local_site.port, TENANT.store, """
+            BEGIN;
+            INSERT INTO public.receipts (kind, source, occurred_at, payload) VALUES ('zt.planted', 'zt', now(), '{}');
+            SELECT coalesce(public.verify_receipt_chain()::text, 'intact'),
+                   coalesce(public.verify_receipt_checkpoints()::text, 'hold');
+            ROLLBACK;""")
+        assert ["intact", "hold"] in verified, verified
+        [append] = run(lab, local_site, SESSIONS[2], [
+            "INSERT INTO public.receipts (kind, source, occurred_at, payload) "
+            "VALUES ('zt.planted', 'zt', now(), '{}') RETURNING seq"])
+        assert append["ok"], append
+        backup = subprocess.run([sys.executable, "-m", "zeroui_db.cli", "backup", str(local_site.inventory)],
+                                cwd=REPO, env=local_site.env, text=True, capture_output=True, timeout=600)
+        assert backup.returncode == 0 and "zt planted" not in backup.stderr + backup.stdout, backup.stderr
+    finally:
+        superuser_psql(local_site.port, TENANT.store, "DROP FUNCTION public.convert_to(text, text);")
 
 
 @pytest.mark.parametrize("session", [s for s in SESSIONS if s.role != TENANT.app_role], ids=str)

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from datetime import datetime, timezone
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -145,3 +146,19 @@ def test_restore_drill_refuses_a_target_it_cannot_place_in_time(tmp_path, target
     inventory.write_text(f"workstation = (['@local'], {{'zeroui': {BASE!r}}})\n")
     result = CliRunner().invoke(main, ["restore-drill", str(inventory), "--target", target])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_the_drill_restores_the_newest_anchored_backup_when_the_latest_has_no_anchor():
+    """A backup script stopped between the backup and its anchor leaves a backup without one: the
+    drill takes the newest backup that has one, and says so."""
+    from zeroui_db.backups import Anchor, Backup, Repository
+    from zeroui_db.cli.restore_drill import _plan
+
+    at = datetime(2026, 11, 28, 1, 30, tzinfo=timezone.utc)
+    anchored = Backup("20261128-013000F", "full", at, at, 1, 1, Anchor("zeroui-20261128-013000F", at, 3, "ab" * 32))
+    stopped = Backup("20261128-013000F_20261129-013000I", "incr", at, at, 1, 1, None)
+    args, drilled, what = _plan(Repository((anchored, stopped), None, None), None)
+    assert drilled is anchored and "--set=20261128-013000F" in args
+    assert "--target=zeroui-20261128-013000F" in args and "20261129-013000I has no anchor" in what
+    with pytest.raises(click.ClickException, match="no backup has an anchor"):
+        _plan(Repository((stopped,), None, None), None)

@@ -46,9 +46,9 @@ def test_a_migration_needs_the_keeper_when_it_names_it():
 
 
 def test_the_bundles_keeper_migrations_are_the_tenant_ledgers():
-    """Only the tenant plane has a keeper; only its ledger migration needs it."""
+    """Only the tenant plane has a keeper; only its ledger migrations need it."""
     from zeroui_db import schemas
     needing = {(p.key, m.name) for p in contract.POSTGRES_PLANES for m in schemas.migrations(p)
                if ledger.needs_keeper(m)}
-    assert needing == {("tenant", "0011_evidence_keeper.sql")}
+    assert needing == {("tenant", "0011_evidence_keeper.sql"), ("tenant", "0013_closed_search_paths.sql")}
     assert [p.key for p in contract.POSTGRES_PLANES if p.keeps_evidence] == ["tenant"]

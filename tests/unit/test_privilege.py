@@ -67,7 +67,7 @@ def test_the_server_user_is_reached_from_root_on_every_path(path):
     escalation = {"root": "sh -c", "sudo": "sudo -H -n sh -c", "su": "su root -c", "doas": "doas -n sh -c"}[path]
     assert line.startswith(escalation)
     # runuser inside the escalation: it only works as root, and needs no password there.
-    assert line.index("runuser -u postgres -- psql") > len(escalation)
+    assert line.index("runuser -u postgres -- env PGOPTIONS=-csearch_path=pg_catalog,pg_temp psql") > len(escalation)
 
 
 def test_pyinfra_puts_a_sudo_or_su_password_on_the_command_line():

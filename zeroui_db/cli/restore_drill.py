@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,6 +34,7 @@ from psycopg import sql
 
 from .. import backups, evidence, ledger, schemas
 from ..backups import Backup
+from ..privilege import SUPERUSER_ENV
 from .workstation import Workstation, workstation
 
 DRILL_PREFIX = "zeroui-drill-"
@@ -65,9 +68,9 @@ def _moment(text: str) -> datetime:
 class ScratchCluster:
     """A cluster restored from the repository into a directory of its own, on the workstation."""
 
-    def __init__(self, ws: Workstation, parent: str):
+    def __init__(self, ws: Workstation, parent: str, name: str | None = None):
         self.ws = ws
-        self.dir = f"{parent.rstrip('/')}/{DRILL_PREFIX}{secrets.token_hex(4)}"
+        self.dir = f"{parent.rstrip('/')}/{name or DRILL_PREFIX + secrets.token_hex(4)}"
         self.data = f"{self.dir}/data"
         self.port = ws.cluster.port  # only names the socket file, which lies in self.dir
         self.pg_ctl = f"{ws.cluster.bin_dir}/pg_ctl"
@@ -105,7 +108,7 @@ class ScratchCluster:
     def query(self, dbname: str, query: str | sql.Composable):
         """One JSON value from a query as the superuser of the scratch cluster."""
         text = query.as_string() if isinstance(query, sql.Composable) else query
-        _, out, _ = self.ws.run("psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-h", self.dir, "-p", str(self.port),
+        _, out, _ = self.ws.run("env", SUPERUSER_ENV, "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-h", self.dir, "-p", str(self.port),
                                 "-d", dbname, "-c", text, what=f"a query in {dbname}")
         return json.loads(out) if out.strip() else None
 
@@ -118,16 +121,31 @@ class ScratchCluster:
             raise click.ClickException(f"could not remove the scratch cluster {self.dir}")
 
 
+def _remove_leftovers(ws: Workstation, parent: str) -> None:
+    """Stop and remove the clusters of drills that were killed before they could (kill -9, a lost
+    SSH link): each is a running copy of the pilot's data. One drill at a time per workstation."""
+    _, out, _ = ws.run("sh", "-c", 'for d in "$1"/' + DRILL_PREFIX + '*; do [ -d "$d" ] && echo "${d##*/}"; done; true',
+                       "sh", parent.rstrip("/"), what=f"listing {parent}")
+    for name in out.split():
+        cluster = ScratchCluster(ws, parent, name)
+        cluster.remove()
+        click.echo(f"  removed {cluster.dir}, left by an interrupted drill")
+
+
 def _plan(repo: backups.Repository, target: datetime | None) -> tuple[list[str], Backup | None, str]:
     """pgBackRest restore arguments, the backup whose anchor the head must equal, and what is drilled."""
     if target is None:
-        latest = repo.latest
-        if latest.anchor is None:
+        # A backup whose script was stopped before the anchor has none: the drill takes the newest
+        # that has one (and says so), since only an anchor tells what the head must be.
+        anchored = [b for b in repo.backups if b.anchor is not None]
+        if not anchored:
             raise click.ClickException(
-                f"the latest backup {latest.label} has no anchor (its backup script did not finish): "
-                "run zeroui-db backup, then the drill")
+                f"no backup has an anchor yet (the latest, {repo.latest.label}, was stopped before its script "
+                "finished): run zeroui-db backup, then the drill")
+        latest = anchored[-1]
+        skipped = "" if latest is repo.latest else f"; the newer {repo.latest.label} has no anchor (its script was stopped)"
         return ([f"--set={latest.label}", "--type=name", f"--target={latest.anchor.restore_point}"], latest,
-                f"backup {latest.label} ({latest.type}) to its restore point {latest.anchor.restore_point}")
+                f"backup {latest.label} ({latest.type}) to its restore point {latest.anchor.restore_point}{skipped}")
     if target < repo.backups[0].stopped:
         raise click.ClickException(f"{target.isoformat()} is before the oldest backup's end "
                                    f"({repo.backups[0].stopped.isoformat()}): nothing to restore it from")
@@ -142,7 +160,7 @@ def _reach(ws: Workstation) -> None:
     the segment not yet archived). So commit an empty transaction on the live cluster (it writes
     a commit record, timestamped now, and changes no data) and let pgBackRest's check switch
     the WAL segment and wait until it is archived."""
-    ws.run("psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-p", str(ws.cluster.port), "-d", "postgres",
+    ws.run("env", SUPERUSER_ENV, "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-p", str(ws.cluster.port), "-d", "postgres",
            "-c", "SELECT pg_current_xact_id()", what="a commit after the target on the live cluster")
     ws.run(*backups.pgbackrest(ws.cluster, "check", "--log-level-console=error"), what="pgbackrest check")
 
@@ -165,7 +183,7 @@ def _check(scratch: ScratchCluster, ws: Workstation, repo: backups.Repository, a
             report.check(False, "", f"{db} is missing from the restored cluster")
             continue
         rows = scratch.query(db, sql.SQL("SELECT coalesce(json_agg(json_build_array(filename, checksum)), '[]') "
-                                         "FROM {}").format(sql.Identifier(ledger.TABLE))) or []
+                                         "FROM {}").format(sql.Identifier("public", ledger.TABLE))) or []
         files = {m.name: m.checksum for m in schemas.migrations(plane)}
         unknown = [name for name, checksum in rows if files.get(name) != checksum]
         report.check(not unknown and rows, f"{db}: migration ledger of {len(rows)} files, each one of the bundle's "
@@ -223,10 +241,13 @@ def restore_drill(inventory: str, target: str | None, scratch: str) -> None:
         restore_args, anchored, what = _plan(repo, moment)
         if moment is not None:
             _reach(ws)
-        cluster = ScratchCluster(ws, scratch)
         click.echo(f"restore drill of cluster {ws.cluster.version}/{ws.cluster.name} (stanza {ws.cluster.stanza}): "
                    f"{what}")
+        _remove_leftovers(ws, scratch)
+        cluster = ScratchCluster(ws, scratch)
         timings = {}
+        # SIGTERM (a timeout, a service manager) ends the drill through its cleanup, as Ctrl-C does.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
         try:
             t = time.monotonic()
             cluster.restore(restore_args)

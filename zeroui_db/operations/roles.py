@@ -15,7 +15,7 @@ from .. import admin_link, contract, converge, grants
 from ..config import RoleLimits, Server
 from ..facts import RoleAttributes
 from ..layout import ClusterLayout
-from ..privilege import as_server_user
+from ..privilege import SUPERUSER_ENV, as_server_user
 from ..secret_store import SecretStore
 
 
@@ -23,7 +23,7 @@ def superuser_psql(port: int, script: str, dbname: str = contract.MAINTENANCE_DB
     """psql as the local superuser (peer authentication), the script on stdin: it may hold
     verifiers. One transaction: a run killed midway leaves all of it or none, never half."""
     return as_server_user(
-        "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-p", str(port),
+        "env", SUPERUSER_ENV, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-p", str(port),
         "-d", dbname, "-f", "-", _stdin=script,
     )
 
