@@ -189,14 +189,15 @@ class Limits:
 
     app: RoleLimits
     readonly: RoleLimits
+    audit: RoleLimits  # the audit role, one per server
     admin_connections: int  # the pilot's admin role (a provider's admin is the provider's)
     reserved_connections: int  # for the superuser alone (superuser_reserved_connections)
 
     def max_connections(self, planes: int) -> int:
         """max_connections of a cluster holding ``planes`` plane databases: every role's limit
         fits at once, with the superuser's reserve on top."""
-        return planes * (self.app.connections + self.readonly.connections) + self.admin_connections \
-            + self.reserved_connections
+        return planes * (self.app.connections + self.readonly.connections) + self.audit.connections \
+            + self.admin_connections + self.reserved_connections
 
 
 @dataclass(frozen=True)
@@ -556,13 +557,18 @@ def _parse_ide(r: _Reader) -> IdeConfig:
 
 
 DEFAULT_BACKUP_REPOSITORY = "/var/lib/pgbackrest"  # Debian's pgBackRest package makes it
-# Defaults: 3 planes x (20 + 5) + 10 + 5 = 90 connections on the pilot's cluster.
+# Defaults: 3 planes x (20 + 5) + 5 (audit) + 10 (admin) + 5 (reserved) = 95 connections on
+# the pilot's cluster.
 _ROLE_LIMITS = {
     "app": {"connections": 20, "statement_timeout": "30s", "lock_timeout": "5s",
             "idle_in_transaction_session_timeout": "60s"},
     "readonly": {"connections": 5, "statement_timeout": "5min", "lock_timeout": "5s",
                  "idle_in_transaction_session_timeout": "60s"},
+    "audit": {"connections": 5, "statement_timeout": "1min", "lock_timeout": "5s",
+              "idle_in_transaction_session_timeout": "60s"},
 }
+# An audit holds one connection to the maintenance database and one to each plane database.
+_AUDIT_MIN_CONNECTIONS = 4
 _ROLE_SETTINGS = ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
 
 
@@ -574,7 +580,7 @@ def _count(r: _Reader, key: str, default: int, low: int, high: int, what: str) -
 
 
 def _parse_limits(r: _Reader) -> Limits:
-    r.only("app", "readonly", "admin_connections", "reserved_connections")
+    r.only("app", "readonly", "audit", "admin_connections", "reserved_connections")
     kinds = {}
     for kind, defaults in _ROLE_LIMITS.items():
         k = r.child(kind, {})
@@ -586,9 +592,10 @@ def _parse_limits(r: _Reader) -> Limits:
                 k.fail(k.key(name), f"{value!r} is not a duration",
                        "write a whole number and a unit (ms, s, min, h, d), e.g. '5s'; 0 (no limit) is not allowed")
             settings.append((name, value))
-        kinds[kind] = RoleLimits(_count(k, "connections", defaults["connections"], 1, 10_000, "connections"),
+        low = _AUDIT_MIN_CONNECTIONS if kind == "audit" else 1
+        kinds[kind] = RoleLimits(_count(k, "connections", defaults["connections"], low, 10_000, "connections"),
                                  tuple(settings))
-    return Limits(kinds["app"], kinds["readonly"],
+    return Limits(kinds["app"], kinds["readonly"], kinds["audit"],
                   _count(r, "admin_connections", 10, 2, 1_000, "connections"),
                   _count(r, "reserved_connections", 5, 1, 100, "connections"))
 

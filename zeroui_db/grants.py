@@ -412,6 +412,8 @@ def plan(server: Server, catalog: Catalog, passwords: Passwords) -> list[Step]:
                 (lambda: applied) if audit not in catalog.roles else None)
     steps += role_steps(audit, AUDIT_ATTRS, catalog.roles.get(audit), verifier,
                         lambda v: passwords.record_applied(audit, v), superuser=server.workstation)
+    if server.limits:
+        steps += limit_steps(audit, server.limits.audit, catalog.roles.get(audit))
     for plane in server.planes:
         for role in plane.roles:
             verifier = None

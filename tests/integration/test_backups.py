@@ -82,8 +82,12 @@ def test_the_deploy_archives_wal_and_made_a_first_full_backup(local_site):
         WHERE name IN ('archive_mode', 'archive_command', 'max_connections', 'superuser_reserved_connections')"""))
     assert settings["archive_mode"] == "on" and f"--stanza={stanza(local_site)} archive-push %p" in \
         settings["archive_command"]
-    # 3 planes x (20 app + 5 read-only) + 10 admin + 5 reserved: the defaults of the inventory.
-    assert (settings["max_connections"], settings["superuser_reserved_connections"]) == ("90", "5")
+    # 3 planes x (20 app + 5 read-only) + 5 audit + 10 admin + 5 reserved: the inventory's defaults.
+    assert (settings["max_connections"], settings["superuser_reserved_connections"]) == ("95", "5")
+    [audit] = superuser_rows(local_site.port, contract.MAINTENANCE_DB, f"""
+        SELECT rolconnlimit, array_to_string(rolconfig, ' ') FROM pg_roles WHERE rolname = '{contract.AUDIT_ROLE}'""")
+    assert audit[0] == "5" and set(audit[1].split()) == {
+        "statement_timeout=1min", "lock_timeout=5s", "idle_in_transaction_session_timeout=60s"}
     [archiver] = superuser_rows(local_site.port, contract.MAINTENANCE_DB, """
         SELECT archived_count > 0, failed_count = 0 OR last_archived_time > last_failed_time FROM pg_stat_archiver""")
     assert archiver == ["t", "t"]

@@ -85,7 +85,7 @@ def test_postgresql_conf_archives_into_the_clusters_stanza_and_sizes_connections
     assert conf["archive_mode"] == "on" and conf["archive_timeout"] == "60"
     assert conf["archive_command"] == ("'pgbackrest --config=/etc/postgresql/15/main/pgbackrest.conf "
                                        "--stanza=15-main archive-push %p'")
-    assert (conf["max_connections"], conf["superuser_reserved_connections"]) == ("90", "5")
+    assert (conf["max_connections"], conf["superuser_reserved_connections"]) == ("95", "5")
 
 
 def test_pgbackrest_conf_names_the_repository_retention_and_the_cluster():

@@ -385,14 +385,15 @@ def test_cluster_paths_refuse_quotes(data, key):
 
 # --- Locks and limits; backups ------------------------------------------------------------------
 
-def test_limits_default_to_a_budget_of_90_connections_on_the_pilot(site):
+def test_limits_default_to_a_budget_of_95_connections_on_the_pilot(site):
     limits = site.limits
-    assert (limits.app.connections, limits.readonly.connections, limits.admin_connections,
-            limits.reserved_connections) == (20, 5, 10, 5)
+    assert (limits.app.connections, limits.readonly.connections, limits.audit.connections,
+            limits.admin_connections, limits.reserved_connections) == (20, 5, 5, 10, 5)
+    assert dict(limits.audit.settings)["statement_timeout"] == "1min"
     assert dict(limits.app.settings) == {"statement_timeout": "30s", "lock_timeout": "5s",
                                          "idle_in_transaction_session_timeout": "60s"}
     assert dict(limits.readonly.settings)["statement_timeout"] == "5min"
-    assert limits.max_connections(3) == 3 * (20 + 5) + 10 + 5
+    assert limits.max_connections(3) == 3 * (20 + 5) + 5 + 10 + 5
     assert all(server.limits == limits for server in site.servers)
 
 
@@ -400,7 +401,7 @@ def test_limits_from_the_inventory(data):
     data["limits"] = {"app": {"connections": 50, "lock_timeout": "2s"}, "reserved_connections": 3}
     limits = parse_site(data).limits
     assert limits.app.connections == 50 and dict(limits.app.settings)["lock_timeout"] == "2s"
-    assert limits.max_connections(3) == 3 * (50 + 5) + 10 + 3
+    assert limits.max_connections(3) == 3 * (50 + 5) + 5 + 10 + 3
 
 
 @pytest.mark.parametrize("limits,message", [
@@ -413,6 +414,8 @@ def test_limits_from_the_inventory(data):
                                   "keep between 1 and 10000 connections"),
     ({"admin_connections": 1}, "inventory pilot: limits.admin_connections: 1 is out of range; "
                                "keep between 2 and 1000 connections"),
+    ({"audit": {"connections": 3}}, "inventory pilot: limits.audit.connections: 3 is out of range; "
+                                    "keep between 4 and 10000 connections"),
     ({"app": {"work_mem": "4MB"}}, "inventory pilot: limits.app.work_mem: unknown key; use one of: connections, "
                                    "statement_timeout, lock_timeout, idle_in_transaction_session_timeout"),
 ])

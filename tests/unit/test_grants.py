@@ -33,6 +33,8 @@ APP_LIMITS = {"connlimit": 20, "config": ["statement_timeout=30s", "lock_timeout
                                           "idle_in_transaction_session_timeout=60s"]}
 RO_LIMITS = {"connlimit": 5, "config": ["statement_timeout=5min", "lock_timeout=5s",
                                         "idle_in_transaction_session_timeout=60s"]}
+AUDIT_LIMITS = {"connlimit": 5, "config": ["statement_timeout=1min", "lock_timeout=5s",
+                                           "idle_in_transaction_session_timeout=60s"]}
 NO_LIMITS = {"connlimit": -1, "config": None}
 
 
@@ -102,7 +104,7 @@ def converged_database(plane, admin) -> DatabaseState:
 
 def plane_roles(*planes) -> dict:
     """The planes' roles and the audit's, as pg_roles shows them."""
-    roles = {AUDIT: plane_role(True)}
+    roles = {AUDIT: plane_role(True, AUDIT_LIMITS)}
     for p in planes:
         roles[p.owner_role] = plane_role(False)
         if p is TENANT:
@@ -160,7 +162,8 @@ def limits(role, connections, statement_timeout):
 
 def new_audit_role(clauses="NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"):
     return [("role", "postgres", None,
-             f"CREATE ROLE \"{AUDIT}\" {clauses} LOGIN PASSWORD 'SCRAM-SHA-256$fresh-{AUDIT}'")]
+             f"CREATE ROLE \"{AUDIT}\" {clauses} LOGIN PASSWORD 'SCRAM-SHA-256$fresh-{AUDIT}'"),
+            *limits(AUDIT, 5, "1min")]
 
 
 def audit_reads_the_rules():
