@@ -162,3 +162,11 @@ def test_the_drill_restores_the_newest_anchored_backup_when_the_latest_has_no_an
     assert "--target=zeroui-20261128-013000F" in args and "20261129-013000I has no anchor" in what
     with pytest.raises(click.ClickException, match="no backup has an anchor"):
         _plan(Repository((stopped,), None, None), None)
+
+
+@pytest.mark.parametrize("scratch", ["/var/tmp/it's", "/var/tmp/a b", "relative/dir", "/tmp/$(reboot)"])
+def test_restore_drill_refuses_a_scratch_directory_that_is_not_a_plain_path(tmp_path, scratch):
+    inventory = tmp_path / "pilot.py"
+    inventory.write_text(f"workstation = (['@local'], {{'zeroui': {BASE!r}}})\n")
+    result = CliRunner().invoke(main, ["restore-drill", str(inventory), "--scratch", scratch])
+    assert result.exit_code == 2 and "is not a plain absolute path" in result.output

@@ -22,6 +22,7 @@ restored from, its clients or its WAL archive.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import signal
 import sys
@@ -63,6 +64,15 @@ def _moment(text: str) -> datetime:
     if moment.tzinfo is None:
         raise click.BadParameter(f"{text!r} has no time zone: add one, e.g. +00:00 or Z")
     return moment
+
+
+def _plain_path(value: str) -> str:
+    """--scratch goes into the scratch cluster's postgresql.conf and its shell commands: an
+    absolute path without quotes, whitespace or shell characters, as the inventory's paths."""
+    if not value.startswith("/") or re.search(r"[\s'\"\\`$;&|<>*?#\x00-\x1f\x7f]", value):
+        raise click.BadParameter(f"{value!r} is not a plain absolute path: write one without quotes, spaces or "
+                                 "shell characters")
+    return value
 
 
 class ScratchCluster:
@@ -225,7 +235,7 @@ def _check_chain(scratch: ScratchCluster, db: str, repo: backups.Repository, anc
 @click.command("restore-drill")
 @click.argument("inventory", type=click.Path(exists=True, dir_okay=False))
 @click.option("--target", help="Restore to this moment (ISO 8601 with a time zone) instead of the latest backup.")
-@click.option("--scratch", default="/var/lib/postgresql", show_default=True,
+@click.option("--scratch", default="/var/lib/postgresql", show_default=True, callback=lambda _c, _p, v: _plain_path(v),
               help="Directory on the workstation, writable by postgres, for the drill's own cluster.")
 def restore_drill(inventory: str, target: str | None, scratch: str) -> None:
     """Restore the pilot's latest backup (or a moment, --target) into a scratch cluster, check it,
