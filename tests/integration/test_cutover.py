@@ -250,7 +250,7 @@ def test_non_empty_target_is_refused(sites):
 
 def test_kill_during_the_copy_then_rollback_restores_writes(sites):
     """The freeze ends a service's open session (its write is rolled back). kill -9 while
-    receipts stream in (their append trigger waits on the chain's lock, held here): nothing of
+    the receipts' copy waits for the chain's append lock (held here): nothing of
     the table is committed, the record says where it stood, a deploy of the pilot refuses to
     lift the freeze, and --rollback lets the app role write again."""
     tenant = contract.TENANT
@@ -260,7 +260,7 @@ def test_kill_during_the_copy_then_rollback_restores_writes(sites):
                     "('ide.check', 'zt:uncommitted', now(), '{}')")
     with superuser_session(sites.targets[tenant.key], tenant.store) as holder:
         holder.execute("BEGIN")
-        holder.execute(CHAIN_LOCK)  # a row lock: the copy's append waits for this transaction
+        holder.execute(CHAIN_LOCK)  # a row lock: the copy waits for this transaction
         killed = kill_when_blocked(sites, sites.targets[tenant.key], tenant.store, "transactionid")
         holder.execute("ROLLBACK")
     assert killed.returncode == -signal.SIGKILL
@@ -290,9 +290,30 @@ def test_kill_during_the_copy_then_rollback_restores_writes(sites):
                                       "('ide.check', 'zt:after-rollback', now(), '{\"n\": -1}')") is None
 
 
+def test_receipts_that_do_not_form_a_chain_are_rolled_back(sites):
+    """A receipt changed on the source (as its superuser can): the copy verifies the whole chain
+    before COMMIT, so the target's ledger stays empty and the run stops, naming the receipt."""
+    tenant = contract.TENANT
+    seq = RECEIPTS // 3
+    original = superuser_rows(sites.pilot.port, tenant.store, f"SELECT payload FROM receipts WHERE seq = {seq}")[0][0]
+    superuser_psql(sites.pilot.port, tenant.store, "SET session_replication_role = replica;"
+                   f" UPDATE receipts SET payload = payload || '{{\"tampered\": true}}' WHERE seq = {seq};")
+    try:
+        run = cutover(sites, "--no-switch")
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert f"copying receipts failed and was rolled back: the receipts sent do not form an intact chain: " \
+               f"verify_receipt_chain() breaks at seq {seq}" in run.stderr
+        assert sites.targets[tenant.key].superuser_sql("SELECT count(*) FROM receipts", tenant.store).strip() == "0"
+        assert sites.state()["planes"][tenant.key]["tables"]["receipts"]["status"] == "copying"
+    finally:
+        superuser_psql(sites.pilot.port, tenant.store, "SET session_replication_role = replica; UPDATE receipts"
+                       f" SET payload = {sql.Literal(original).as_string()}::jsonb WHERE seq = {seq};")
+
+
 def test_kill_during_the_copy_then_a_rerun_completes(sites):
-    """A new cutover, killed while product's policy_snapshots waits for its lock (tenant done,
-    policy_bundles committed), then rerun: it resumes and verifies every plane."""
+    """The cutover again (the tenant plane's resumes), killed while product's policy_snapshots
+    waits for its lock (tenant done, policy_bundles committed), then rerun: it resumes and
+    verifies every plane."""
     product = contract.PRODUCT
     with superuser_session(sites.targets[product.key], product.store) as holder:
         holder.execute("BEGIN")

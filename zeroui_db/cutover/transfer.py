@@ -10,8 +10,13 @@ Rows arrive verbatim, so the INSERT triggers that would rewrite or refuse them (
 snapshot that is not a draft, an audit row written a second time) are paused inside the
 table's own transaction: ``ALTER TABLE … DISABLE TRIGGER`` takes an ACCESS EXCLUSIVE lock
 that is held to COMMIT, and DDL is transactional, so no other session ever sees the table
-without them. The receipt chain's trigger stays on and checks that each receipt extends
-the chain exactly (sql/schemas/tenant/0010, 0011).
+without them. The receipt chain's append trigger is paused the same way: it would check
+each receipt against the head as it arrives (sql/schemas/tenant/0010, 0011), at some 30 µs
+a receipt. Instead the copy takes the chain's append lock, as any appender does, and before
+COMMIT verifies the whole chain in one query (``verify_receipt_chain()``, every link and
+hash): a chain that does not verify is rolled back, so a broken ledger is never committed.
+Other sessions never see the trigger paused, and appends by every other role go through it
+as before.
 
 The ledger's tables belong to the evidence keeper, which no login role may act as. The
 target's admin (a managed service's, which administers the keeper) grants itself the keeper
@@ -22,8 +27,8 @@ The rows go into an empty table (the pre-flight or the resume checks it) that ho
 table lock to COMMIT, so its secondary indexes and unique constraints are dropped first and
 made again from their exact definitions before COMMIT: one sorted build each instead of one
 insertion per row and index, as pg_restore does. No other session ever sees the table
-without them, and a kill leaves nothing. The primary key stays (the chain trigger finds the
-head through it), and so does whatever something else depends on (a foreign key's index).
+without them, and a kill leaves nothing. The primary key stays (the chain is checked along
+it), and so does whatever something else depends on (a foreign key's index).
 Every copied table goes this way, the small ones too: a few statements of DDL each, and one
 path for all, which the tests prove on every table of every plane.
 """
@@ -39,7 +44,7 @@ from psycopg.copy import QueuedLibpqWriter
 
 from ..grants import SCHEMA
 from .checksums import Digest, Digester, copy_out
-from .tables import Table
+from .tables import CHAIN_CHECK, CHAIN_LOCK, Table
 
 BATCH = 128 * 1024  # bytes per write: psycopg's largest single buffer
 _ENABLE = {"O": "ENABLE TRIGGER", "A": "ENABLE ALWAYS TRIGGER", "R": "ENABLE REPLICA TRIGGER"}
@@ -74,6 +79,10 @@ ORDER BY i.indexrelid
 """)
 
 
+class ChainBroken(Exception):
+    """The receipts copied do not verify as a chain: the table's copy was rolled back."""
+
+
 def copy_table(source: psycopg.Connection, target: psycopg.Connection, table: Table,
                on_chunk: Callable[[bytes], None] = lambda _: None, keeper: str | None = None) -> Digest:
     """Copy ``table`` and its sequences; the digest of what was sent. ``target`` is a session
@@ -85,6 +94,8 @@ def copy_table(source: psycopg.Connection, target: psycopg.Connection, table: Ta
         for name, _ in table.triggers_to_pause:
             target.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(table.ident, sql.Identifier(name)))
         rebuild = drop_indexes(target, table)
+        if table.holds_chain:
+            target.execute(sql.SQL("SELECT {}()").format(sql.Identifier(CHAIN_LOCK)))
         with source.cursor() as out_cur, out_cur.copy(copy_out(table)) as out_copy, \
                 target.cursor() as in_cur, \
                 in_cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table.ident, columns),
@@ -100,6 +111,11 @@ def copy_table(source: psycopg.Connection, target: psycopg.Connection, table: Ta
             if batch:
                 _send(bytes(batch), in_copy, digester, on_chunk)
         rebuild_indexes(target, rebuild)
+        if table.holds_chain:
+            broken = target.execute(sql.SQL("SELECT {}()").format(sql.Identifier(CHAIN_CHECK))).fetchone()[0]
+            if broken is not None:
+                raise ChainBroken(f"the receipts sent do not form an intact chain: {CHAIN_CHECK}() breaks at "
+                                  f"seq {broken}")
         for name, mode in table.triggers_to_pause:
             target.execute(sql.SQL("ALTER TABLE {} {} {}").format(table.ident, sql.SQL(_ENABLE[mode]),
                                                                    sql.Identifier(name)))
