@@ -39,8 +39,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import psycopg
+from gevent.threadpool import ThreadPoolExecutor
 from psycopg import sql
-from psycopg.copy import QueuedLibpqWriter
+from psycopg.copy import LibpqWriter
 
 from ..grants import SCHEMA
 from .checksums import Digest, Digester, copy_out
@@ -96,12 +97,12 @@ def copy_table(source: psycopg.Connection, target: psycopg.Connection, table: Ta
         rebuild = drop_indexes(target, table)
         if table.holds_chain:
             target.execute(sql.SQL("SELECT {}()").format(sql.Identifier(CHAIN_LOCK)))
-        with source.cursor() as out_cur, out_cur.copy(copy_out(table)) as out_copy, \
+        with ThreadPoolExecutor(1) as sender, source.cursor() as out_cur, out_cur.copy(copy_out(table)) as out_copy, \
                 target.cursor() as in_cur, \
                 in_cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table.ident, columns),
-                            writer=QueuedLibpqWriter(in_cur)) as in_copy:
-            # COPY TO hands over one row at a time: rows are passed on in batches, which the
-            # queued writer sends on a thread of its own while this one reads and hashes.
+                            writer=_SentAside(in_cur, sender)) as in_copy:
+            # COPY TO hands over one row at a time: rows are passed on in batches, each sent
+            # on a thread of its own while this one reads and hashes the next.
             batch = bytearray()
             for row in out_copy:
                 batch += row
@@ -149,6 +150,36 @@ def rebuild_indexes(target: psycopg.Connection, statements: list[sql.Composable]
         target.execute("SELECT set_config('maintenance_work_mem', %s, true)", [f"{INDEX_BUILD_MEMORY_KB}kB"])
     for statement in statements:
         target.execute(statement)
+
+
+class _SentAside(LibpqWriter):
+    """Writes each batch on a native thread (``sender``), one batch in flight: the source is
+    read while the target is written. Native, not Python's threading: the ``zeroui-db``
+    command has gevent's monkey-patching (pyinfra's command line does it as it loads an
+    inventory), under which a thread is a greenlet, and psycopg blocking in libpq would stop
+    the reader too (psycopg's QueuedLibpqWriter then sends in bursts, the reader idle)."""
+
+    def __init__(self, cursor: psycopg.Cursor, sender: ThreadPoolExecutor):
+        super().__init__(cursor)
+        self._sender, self._in_flight = sender, None
+
+    def write(self, data) -> None:
+        self._wait()
+        self._in_flight = self._sender.submit(super().write, data)
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        try:
+            self._wait()
+        except BaseException as e:  # noqa: BLE001 - ended with this error instead
+            exc = exc or e
+            raise
+        finally:
+            super().finish(exc)
+
+    def _wait(self) -> None:
+        pending, self._in_flight = self._in_flight, None
+        if pending is not None:
+            pending.result()
 
 
 @contextmanager
