@@ -105,7 +105,9 @@ def bare(pilot: Deployment, target: StandIn, env: dict) -> float:
     target.superuser_sql(f"SET ROLE {target.master}; CREATE DATABASE {RESTORED} OWNER {owner}")
     dump = ["pg_dump", "-Fc", f"--role={owner}", "-h", ADMIN_LOOPBACK, "-p", str(pilot.port),
             "-U", contract.ADMIN_ROLE, "-d", TENANT.store]
-    restore = ["pg_restore", "--no-owner", "--no-privileges", f"--role={owner}", "--exit-on-error",
+    # Schema public only: the pilot's evidence guard (event triggers, schema zeroui_guard) needs a
+    # superuser and is the pilot's own, not data (a managed service gets none).
+    restore = ["pg_restore", "--no-owner", "--no-privileges", f"--role={owner}", "--exit-on-error", "--schema=public",
                "-h", target.address, "-p", str(target.port), "-U", target.master, "-d", RESTORED]
     started = time.monotonic()
     with subprocess.Popen(dump, stdout=subprocess.PIPE, env={**env, "PGSSLROOTCERT": pilot.ca_file}) as producer:

@@ -47,6 +47,31 @@ TARGET_ADDRESSES = dict(zip((p.key for p in contract.POSTGRES_PLANES),
 CHAIN_LOCK = "SELECT 1 FROM receipt_chain_lock FOR UPDATE"
 # Settings under which both servers write row texts alike (the independent comparison).
 PINNED = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3; SET bytea_output = 'hex';"
+# Every index and constraint of a plane's tables as the catalog describes them, one line each.
+SCHEMA_OBJECTS = """
+SELECT 'index ' || i.indrelid::regclass || ' ' || c.relname || ': ' || pg_get_indexdef(i.indexrelid)
+       || concat_ws(' ', '', i.indisunique, i.indisprimary, i.indimmediate, i.indisvalid, i.indisready, i.indislive,
+                    i.indisclustered, i.indisreplident, c.reltablespace, c.reloptions::text,
+                    obj_description(i.indexrelid, 'pg_class'))
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE c.relnamespace = 'public'::regnamespace
+UNION ALL
+SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ': ' || pg_get_constraintdef(oid)
+       || concat_ws(' ', '', contype, condeferrable, condeferred, convalidated, nullif(conindid, 0)::regclass,
+                    obj_description(oid, 'pg_constraint'))
+FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+ORDER BY 1
+"""
+# Each index of a plane's tables: table, index, its OID, and whether a copy must keep it (the
+# primary key, or the key a foreign key references).
+INDEX_OIDS = """
+SELECT i.indrelid::regclass, i.indexrelid::regclass, i.indexrelid::oid,
+       i.indisprimary OR EXISTS (SELECT FROM pg_constraint f WHERE f.contype = 'f' AND f.conindid = i.indexrelid)
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE c.relnamespace = 'public'::regnamespace AND i.indrelid <> 'zeroui_schema_migrations'::regclass
+"""
+# Reference data, made by the migrations on both sides: never copied.
+NOT_COPIED = ("policy_lifecycle_states", "policy_lifecycle_transitions", "receipt_chain_lock")
 
 
 @dataclass
@@ -54,6 +79,7 @@ class Sites:
     pilot: Deployment
     cloud: CloudDeployment
     targets: dict[str, StandIn]
+    indexes_before: dict[str, list[list[str]]]  # plane key -> INDEX_OIDS on the deployed, empty target
 
     @property
     def env(self) -> dict[str, str]:
@@ -101,7 +127,12 @@ def sites(lab, workdir, version):
         # remove them, and the switch must write them again.
         for path in cloud.env_dir.glob("*"):
             path.unlink()
-        yield Sites(pilot, cloud, targets)
+        yield Sites(pilot, cloud, targets, {key: _index_oids(standin, contract.PLANES_BY_KEY[key].store)
+                                            for key, standin in targets.items()})
+
+
+def _index_oids(standin: StandIn, database: str) -> list[list[str]]:
+    return [line.split("|") for line in standin.superuser_sql(INDEX_OIDS, database).splitlines()]
 
 
 def cutover(sites: Sites, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -219,7 +250,7 @@ def test_non_empty_target_is_refused(sites):
 
 def test_kill_during_the_copy_then_rollback_restores_writes(sites):
     """The freeze ends a service's open session (its write is rolled back). kill -9 while
-    receipts stream in (their append trigger waits on the chain's lock, held here): nothing of
+    the receipts' copy waits for the chain's append lock (held here): nothing of
     the table is committed, the record says where it stood, a deploy of the pilot refuses to
     lift the freeze, and --rollback lets the app role write again."""
     tenant = contract.TENANT
@@ -229,7 +260,7 @@ def test_kill_during_the_copy_then_rollback_restores_writes(sites):
                     "('ide.check', 'zt:uncommitted', now(), '{}')")
     with superuser_session(sites.targets[tenant.key], tenant.store) as holder:
         holder.execute("BEGIN")
-        holder.execute(CHAIN_LOCK)  # a row lock: the copy's append waits for this transaction
+        holder.execute(CHAIN_LOCK)  # a row lock: the copy waits for this transaction
         killed = kill_when_blocked(sites, sites.targets[tenant.key], tenant.store, "transactionid")
         holder.execute("ROLLBACK")
     assert killed.returncode == -signal.SIGKILL
@@ -259,9 +290,30 @@ def test_kill_during_the_copy_then_rollback_restores_writes(sites):
                                       "('ide.check', 'zt:after-rollback', now(), '{\"n\": -1}')") is None
 
 
+def test_receipts_that_do_not_form_a_chain_are_rolled_back(sites):
+    """A receipt changed on the source (as its superuser can): the copy verifies the whole chain
+    before COMMIT, so the target's ledger stays empty and the run stops, naming the receipt."""
+    tenant = contract.TENANT
+    seq = RECEIPTS // 3
+    original = superuser_rows(sites.pilot.port, tenant.store, f"SELECT payload FROM receipts WHERE seq = {seq}")[0][0]
+    superuser_psql(sites.pilot.port, tenant.store, "SET session_replication_role = replica;"
+                   f" UPDATE receipts SET payload = payload || '{{\"tampered\": true}}' WHERE seq = {seq};")
+    try:
+        run = cutover(sites, "--no-switch")
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert f"copying receipts failed and was rolled back: the receipts sent do not form an intact chain: " \
+               f"verify_receipt_chain() breaks at seq {seq}" in run.stderr
+        assert sites.targets[tenant.key].superuser_sql("SELECT count(*) FROM receipts", tenant.store).strip() == "0"
+        assert sites.state()["planes"][tenant.key]["tables"]["receipts"]["status"] == "copying"
+    finally:
+        superuser_psql(sites.pilot.port, tenant.store, "SET session_replication_role = replica; UPDATE receipts"
+                       f" SET payload = {sql.Literal(original).as_string()}::jsonb WHERE seq = {seq};")
+
+
 def test_kill_during_the_copy_then_a_rerun_completes(sites):
-    """A new cutover, killed while product's policy_snapshots waits for its lock (tenant done,
-    policy_bundles committed), then rerun: it resumes and verifies every plane."""
+    """The cutover again (the tenant plane's resumes), killed while product's policy_snapshots
+    waits for its lock (tenant done, policy_bundles committed), then rerun: it resumes and
+    verifies every plane."""
     product = contract.PRODUCT
     with superuser_session(sites.targets[product.key], product.store) as holder:
         holder.execute("BEGIN")
@@ -306,6 +358,27 @@ def test_rows_arrive_identical(sites):
         assert theirs == mine, plane.key
         empty = [n for n, kind in relations if kind == "r" and mine[n].startswith("0:")]
         assert empty == [], f"{plane.key}: the sentinel data leaves {empty} empty"
+
+
+def test_indexes_and_constraints_arrive_as_the_migrations_made_them(sites):
+    """The copy drops a table's secondary indexes and unique constraints and makes them again
+    before COMMIT: afterwards every plane's indexes and constraints read in the catalog exactly
+    as on the source (the same migrations), and every copied table's indexes were made again,
+    but its primary key and the keys foreign keys reference, which stay."""
+    for plane in contract.POSTGRES_PLANES:
+        mine = [" ".join(row) for row in superuser_rows(sites.pilot.port, plane.store, SCHEMA_OBJECTS)]
+        theirs = sites.targets[plane.key].superuser_sql(SCHEMA_OBJECTS, plane.store).splitlines()
+        assert theirs == mine, plane.key
+        before = {(t, i): (oid, kept) for t, i, oid, kept in sites.indexes_before[plane.key]}
+        after = {(t, i): oid for t, i, oid, _ in _index_oids(sites.targets[plane.key], plane.store)}
+        assert after.keys() == before.keys(), plane.key
+        made_again = {key for key, oid in after.items() if oid != before[key][0]}
+        expected = {key for key, (_, kept) in before.items() if kept == "f" and key[0] not in NOT_COPIED}
+        assert made_again == expected, plane.key
+        if plane is contract.TENANT:  # the ledger's six secondary indexes (sql/schemas/tenant/0001)
+            assert {i for t, i in made_again if t == "receipts"} == {
+                "receipts_receipt_id_key", "receipts_idempotency_key_key", "receipts_content_hash_key",
+                "receipts_subject_idx", "receipts_kind_idx", "receipts_occurred_at_idx"}
 
 
 def test_a_row_changed_on_the_target_is_caught(sites):

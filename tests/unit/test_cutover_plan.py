@@ -124,11 +124,11 @@ def test_a_reference_cycle_is_refused():
         in_copy_order([table("a", parents=["b"]), table("b", parents=["a"])])
 
 
-def test_insert_triggers_are_paused_but_the_chain_verifies_its_own():
+def test_insert_triggers_are_paused_and_the_chain_is_checked_whole():
     snapshots = table("policy_snapshots", triggers=[("guard", "O"), ("audit", "A"), ("off", "D")])
-    assert snapshots.triggers_to_pause == (("guard", "O"), ("audit", "A"))
+    assert snapshots.triggers_to_pause == (("guard", "O"), ("audit", "A")) and not snapshots.holds_chain
     receipts = table("receipts", triggers=[("receipts_append", "O")])
-    assert receipts.triggers_to_pause == ()
+    assert receipts.triggers_to_pause == (("receipts_append", "O"),) and receipts.holds_chain
 
 
 # -- the pre-flight ----------------------------------------------------------------------------------

@@ -132,6 +132,8 @@ def describe(plane: Plane, source: DatabaseFacts, target: DatabaseFacts) -> list
     for t in copied:
         paused = ", ".join(n for n, _ in t.triggers_to_pause)
         triggers = f"; paused in its copy: {paused}" if paused else ""
+        if t.holds_chain:
+            triggers += ", the whole chain verified before COMMIT"
         lines.append(f"    {t.name}: about {t.estimated_rows:,} rows, {_size(t.size)}{triggers}")
     reference = [t.name for t in source.tables if not t.copied]
     if reference:

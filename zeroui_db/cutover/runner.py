@@ -262,6 +262,8 @@ class Cutover:
                     except psycopg.Error as e:
                         raise Refused(f"{plane.key}: copying {table.name} failed and was rolled back: "
                                       f"{e.diag.message_primary or _line(e)}") from None
+                    except transfer.ChainBroken as e:
+                        raise Refused(f"{plane.key}: copying {table.name} failed and was rolled back: {e}") from None
                 self.record.record_table(plane.key, table.name, status=DONE, rows=got.rows, bytes=got.bytes,
                                          sha256=got.sha256, seconds=round(time.monotonic() - t0, 3))
         if self.status(plane) == FROZEN:

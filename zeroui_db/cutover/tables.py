@@ -19,11 +19,12 @@ from ..contract import Plane
 from ..grants import SCHEMA
 
 # The tenant ledger (sql/schemas/tenant/0001, 0010 and 0011): its append trigger takes the
-# table owner's (the keeper's) verbatim rows only when they extend the chain, so it stays on during the copy, and
-# verify_receipt_chain() names the first broken receipt (NULL when the chain is intact).
+# table owner's (the keeper's) verbatim rows only when they extend the chain, one row at a time;
+# verify_receipt_chain() names the first broken receipt (NULL when the chain is intact), and
+# receipts_lock_chain() takes the append lock, as every appender does.
 CHAIN_TABLE = "receipts"
-CHAIN_TRIGGER = "receipts_append"
 CHAIN_CHECK = "verify_receipt_chain"
+CHAIN_LOCK = "receipts_lock_chain"
 
 # Tables the services fill without INSERT of their own, through the owner's or the keeper's
 # SECURITY DEFINER code (sql/schemas/product/0005, tenant/0011): data like the rest, copied.
@@ -80,9 +81,14 @@ class Table:
     @property
     def triggers_to_pause(self) -> tuple[tuple[str, str], ...]:
         """INSERT triggers that would rewrite or refuse a verbatim row (a snapshot that is not a
-        draft, an audit row written twice). The chain's own trigger verifies instead."""
-        return tuple((name, mode) for name, mode in self.insert_triggers
-                     if mode != "D" and not (self.name == CHAIN_TABLE and name == CHAIN_TRIGGER))
+        draft, an audit row written twice), and the chain's append trigger, which would check
+        each receipt against the head one at a time: the copy checks the whole chain once,
+        before COMMIT (``holds_chain``)."""
+        return tuple((name, mode) for name, mode in self.insert_triggers if mode != "D")
+
+    @property
+    def holds_chain(self) -> bool:
+        return self.name == CHAIN_TABLE
 
     def describe(self) -> tuple:
         """What must agree between source and target for the copy to mean the same thing."""

@@ -7,16 +7,18 @@ migrations only (reference data) are compared the same way. Sequences must conti
 the same value. On the tenant plane the target's chain must verify
 (``verify_receipt_chain()`` is NULL) and end in the source's head. Where digests differ, the
 rows are named by key. The source, the target and the target's chain check are read at the
-same time, each on its own session.
+same time, each on its own session and native thread (gevent's pool: the ``zeroui-db``
+command runs monkey-patched by pyinfra's command line, where a Python thread is a greenlet and
+one psycopg call blocking in libpq holds up the others).
 """
 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
+from gevent.threadpool import ThreadPoolExecutor
 from psycopg import sql
 
 from ..contract import Plane
