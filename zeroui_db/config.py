@@ -64,6 +64,9 @@ SHARED_DIRS = frozenset({
 VIRTUAL_TREES = ("/proc/", "/sys/", "/dev/")
 HOME_PARENTS = ("/home", "/run/user")  # /home/alice, /run/user/1000
 # A PostgreSQL duration as role settings take it: a positive whole number and a unit.
+# What a path that reaches configuration files and shells may not hold: quotes, whitespace,
+# shell characters, control characters.
+UNSAFE_PATH_CHAR_RE = re.compile(r"[\s'\"\\`$;&|<>*?#\x00-\x1f\x7f]")
 DURATION_RE = re.compile(r"^[1-9][0-9]{0,8}(ms|s|min|h|d)\Z")
 # A cron time field: digits, '*', ',', '-' and '/' only (the cron file is written from it).
 CRON_FIELD_RE = re.compile(r"^[0-9*][0-9*,/-]*\Z")
@@ -417,7 +420,7 @@ def _path(r: _Reader, key: str) -> str | None:
     """An absolute path with no quotes, whitespace or control characters (it reaches
     configuration files and shells)."""
     value = r.get(key, str, None)
-    if value is not None and (not value.startswith("/") or re.search(r"[\s'\"\\`$;&|<>*?#\x00-\x1f\x7f]", value)):
+    if value is not None and (not value.startswith("/") or UNSAFE_PATH_CHAR_RE.search(value)):
         r.fail(r.key(key), f"{value!r} is not a plain absolute path",
                "write an absolute path without quotes, spaces or shell characters")
     # "/etc/zeroui/../../tmp" or "/tmp/" would pass a check by name and mean another place.

@@ -22,7 +22,6 @@ restored from, its clients or its WAL archive.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import signal
 import sys
@@ -35,6 +34,7 @@ from psycopg import sql
 
 from .. import backups, evidence, ledger, schemas
 from ..backups import Backup
+from ..config import UNSAFE_PATH_CHAR_RE
 from ..privilege import SUPERUSER_ENV
 from .workstation import Workstation, workstation
 
@@ -69,7 +69,7 @@ def _moment(text: str) -> datetime:
 def _plain_path(value: str) -> str:
     """--scratch goes into the scratch cluster's postgresql.conf and its shell commands: an
     absolute path without quotes, whitespace or shell characters, as the inventory's paths."""
-    if not value.startswith("/") or re.search(r"[\s'\"\\`$;&|<>*?#\x00-\x1f\x7f]", value):
+    if not value.startswith("/") or UNSAFE_PATH_CHAR_RE.search(value):
         raise click.BadParameter(f"{value!r} is not a plain absolute path: write one without quotes, spaces or "
                                  "shell characters")
     return value
