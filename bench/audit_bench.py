@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 sys.path.insert(0, str(REPO))
 
+import harness  # noqa: E402 (beside this script)
+
 from clusters import drop_cluster, free_port, unique_cluster_name  # noqa: E402
 from deployment import Deployment  # noqa: E402
 from lab import _machine_lock  # noqa: E402
@@ -80,11 +82,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("run as root: it creates a cluster", file=sys.stderr)
+    version = harness.start("a cluster", interruptible=False)
+    if version is None:
         return 2
-    version = int(subprocess.run(["/usr/share/postgresql-common/supported-versions"], text=True,
-                                 capture_output=True, check=True).stdout.split()[-1])
     workdir = Path(tempfile.mkdtemp(prefix="ztb-audit-"))
     results = {}
     _machine_lock.acquire()

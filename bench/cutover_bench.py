@@ -29,7 +29,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 sys.path.insert(0, str(REPO))
+
+import harness  # noqa: E402 (beside this script)
 
 from clusters import drop_cluster, free_port, unique_cluster_name  # noqa: E402
 from deployment import CloudDeployment, Deployment  # noqa: E402
@@ -130,21 +131,13 @@ def cutover(pilot: Deployment, cloud: CloudDeployment) -> tuple[float, str]:
     return seconds, proc.stdout
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=int, default=1024, help="receipts to move, in MB on disk (default 1024)")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("run as root: it creates a cluster, stand-ins and network namespaces", file=sys.stderr)
+    version = harness.start("a cluster, stand-ins and network namespaces")
+    if version is None:
         return 2
-    version = int(subprocess.run(["/usr/share/postgresql-common/supported-versions"], text=True,
-                                 capture_output=True, check=True).stdout.split()[-1])
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
 
     workdir = Path(tempfile.mkdtemp(prefix="ztc-bench-"))
     os.chmod(workdir, 0o755)  # the stand-ins' postgres user reads the CA below it

@@ -31,7 +31,6 @@ import os
 import re
 import runpy
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 sys.path.insert(0, str(REPO))
+
+import harness  # noqa: E402 (beside this script)
 
 from clusters import drop_cluster, free_port, unique_cluster_name  # noqa: E402
 from deployment import CloudDeployment, Deployment, DeployRun, run_deploy  # noqa: E402
@@ -276,28 +277,18 @@ def bench_cloud(lab: Lab, workdir: Path, runs: int) -> Result:
             s.stop()
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="no-op redeploys to time per target (default 5)")
     parser.add_argument("--only", choices=("local", "ssh", "sudo", "cloud"), action="append",
                         help="measure only these targets (repeatable; default all)")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("run as root: it creates clusters and network namespaces", file=sys.stderr)
+    version = harness.start("clusters and network namespaces")
+    if version is None:
         return 2
-    version = int(subprocess.run(["/usr/share/postgresql-common/supported-versions"], text=True,
-                                 capture_output=True, check=True).stdout.split()[-1])
     if missing := packages_present(version):
         print(f"missing packages {missing}: the first deploy is measured with packages present", file=sys.stderr)
         return 2
-
-    # SIGTERM/SIGHUP clean up like Ctrl-C does (and Ctrl-C does even where SIGINT was inherited ignored).
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
 
     workdir = Path(tempfile.mkdtemp(prefix="ztb-bench-"))
     deployments: list[Deployment] = []

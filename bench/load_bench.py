@@ -31,7 +31,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 sys.path.insert(0, str(REPO))
+
+import harness  # noqa: E402 (beside this script)
 
 from zeroui_db import contract  # noqa: E402
 
@@ -225,10 +226,6 @@ def report(load: Load, title: str) -> None:
         print(f"    pgbench: {line}")
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     from clusters import drop_cluster, free_port, unique_cluster_name
     from deployment import Deployment
@@ -241,13 +238,9 @@ def main() -> int:
     parser.add_argument("--reconnect", action="store_true",
                         help="also run with a new connection per transaction (pgbench -C)")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("run as root: it creates a cluster and network namespaces", file=sys.stderr)
+    version = harness.start("a cluster and network namespaces")
+    if version is None:
         return 2
-    version = int(subprocess.run(["/usr/share/postgresql-common/supported-versions"], text=True,
-                                 capture_output=True, check=True).stdout.split()[-1])
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
 
     workdir = Path(tempfile.mkdtemp(prefix="ztl-bench-"))
     d = None

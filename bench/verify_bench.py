@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 sys.path.insert(0, str(REPO))
+
+import harness  # noqa: E402 (beside this script)
 
 from client_inventory import write_client_inventory  # noqa: E402
 from clusters import drop_cluster, free_port, unique_cluster_name  # noqa: E402
@@ -45,21 +46,13 @@ CLIENTS = dict(zip((g.key for g in contract.CLIENT_GROUPS),
                    ("198.51.100.11", "198.51.100.12", "198.51.100.13", "198.51.100.14", "198.51.100.15"), strict=True))
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="verify runs to time (default 5)")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("run as root: it creates a cluster and network namespaces", file=sys.stderr)
+    version = harness.start("a cluster and network namespaces")
+    if version is None:
         return 2
-    version = int(subprocess.run(["/usr/share/postgresql-common/supported-versions"], text=True,
-                                 capture_output=True, check=True).stdout.split()[-1])
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
 
     workdir = Path(tempfile.mkdtemp(prefix="ztv-bench-"))
     times, report, d = [], None, None
