@@ -8,23 +8,11 @@ records each channel it is asked to open and echoes what it is sent.
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import threading
 
+from tests.tunnel_client import NOT_SERVED, client_in_another_process
 from zeroui_db.admin_link import _Forwarder
 
-# A client in a process of its own: what it reads back after sending "ping".
-CLIENT = r"""
-import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
-s.sendall(b"ping")
-try:
-    print(repr(s.recv(4)))
-except (ConnectionResetError, socket.timeout) as e:
-    print(type(e).__name__)
-"""
-NOT_SERVED = ("b''", "ConnectionResetError")
 
 
 def _echo(sock: socket.socket) -> None:
@@ -42,13 +30,6 @@ class EchoTransport:
         self.channels.append((kind, dest, src))
         threading.Thread(target=_echo, args=(far,), daemon=True).start()
         return near
-
-
-def client_in_another_process(port: int, argv_prefix: list[str] | None = None, python: str = sys.executable) -> str:
-    proc = subprocess.run([*(argv_prefix or []), python, "-c", CLIENT, str(port)], capture_output=True, text=True,
-                          timeout=30)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
 
 
 def test_this_process_is_served():
