@@ -12,10 +12,8 @@ socket. Probe writes run in transactions that are rolled back, so the data stays
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -27,7 +25,7 @@ import pytest
 from psycopg import sql
 
 from deployment import run_deploy
-from hosts import service_host, superuser_psql, superuser_rows
+from hosts import service_host, sql_rolled_back, superuser_psql, superuser_rows
 
 from zeroui_db import contract, ledger, schemas
 from zeroui_db.config import ADMIN_LOOPBACK
@@ -54,42 +52,11 @@ def refused_as_superuser(port: int, dbname: str, script: str | sql.Composable) -
     return proc.stderr
 
 
-# Runs inside a lab host: one connection, one transaction, each statement in its own
-# savepoint so a refusal does not end the session; everything is rolled back at the end.
-# Secrets arrive on stdin only.
-_SESSION = r"""
-import json, sys, psycopg
-a = json.load(sys.stdin)
-out = []
-with psycopg.connect(host=a["host"], port=a["port"], dbname=a["dbname"], user=a["user"],
-                     password=a["password"], sslmode="require", connect_timeout=10) as conn:
-    for stmt in a["statements"]:
-        conn.execute("SAVEPOINT zt_step")
-        try:
-            cur = conn.execute(stmt)
-            rows = cur.fetchall() if cur.description else None
-            conn.execute("RELEASE SAVEPOINT zt_step")
-            out.append({"ok": True, "sqlstate": None, "message": None, "rows": rows})
-        except psycopg.Error as e:
-            conn.execute("ROLLBACK TO SAVEPOINT zt_step")
-            out.append({"ok": False, "sqlstate": e.sqlstate, "message": e.diag.message_primary, "rows": None})
-    conn.rollback()
-print(json.dumps(out, default=str))
-"""
-
-
-
-
 def session(lab, site, plane: contract.Plane, role: str, statements: list[str | sql.Composable]) -> list[dict]:
     """Run statements as ``role`` from the plane's service host over TLS, in one rolled-back transaction."""
     text = [s.as_string() if isinstance(s, sql.Composable) else s for s in statements]
-    request = {"host": site.server_address, "port": site.port, "dbname": plane.store, "user": role,
-               "password": site.password(role), "statements": text}
-    proc = lab.run(service_host(plane), [sys.executable, "-c", _SESSION], input=json.dumps(request), timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout)
-    assert len(out) == len(text)
-    return out
+    return sql_rolled_back(lab, service_host(plane), text, host=site.server_address, port=site.port,
+                           dbname=plane.store, user=role, password=site.password(role))
 
 
 def outcome(results: list[dict]) -> list[tuple[bool, str | None]]:
