@@ -7,6 +7,7 @@ from pyinfra import host
 from pyinfra.api import QuoteString, deploy, operation
 from pyinfra.operations import files
 
+from ..backups import pgbackrest
 from ..config import Site
 from ..facts import BackupRepository
 from ..layout import ClusterLayout
@@ -58,8 +59,7 @@ def stanza(cluster: ClusterLayout, repository: str):
     if have.stanza:
         host.noop(f"stanza {cluster.stanza} exists")
         return
-    yield as_server_user("pgbackrest", QuoteString(f"--config={cluster.pgbackrest_conf}"),
-                         QuoteString(f"--stanza={cluster.stanza}"), "--log-level-console=warn", "stanza-create")
+    yield as_server_user(*(QuoteString(a) for a in pgbackrest(cluster, "--log-level-console=warn", "stanza-create")))
 
 
 @operation()
