@@ -66,6 +66,11 @@ class Deployment:
     def deploy(self, *args: str, check: bool = True, argv_prefix: Sequence[str] = ()) -> DeployRun:
         return run_deploy(self.inventory, *args, env=self.env, check=check, argv_prefix=argv_prefix)
 
+    def zeroui_db(self, verb: str, *args: str) -> subprocess.CompletedProcess:
+        """``zeroui-db VERB INVENTORY ARGS`` as a user runs it, on this site."""
+        return subprocess.run([sys.executable, "-m", "zeroui_db.cli", verb, str(self.inventory), *args],
+                              cwd=REPO, env=self.env, text=True, capture_output=True, timeout=600)
+
 
 @dataclass
 class CloudDeployment:

@@ -32,11 +32,6 @@ pytestmark = pytest.mark.integration
 TENANT = contract.TENANT
 
 
-def zeroui_db(site, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zeroui_db.cli", *args[:1], str(site.inventory), *args[1:]],
-                          cwd=REPO, env=site.env, text=True, capture_output=True, timeout=600)
-
-
 def stanza(site) -> str:
     return f"{site.version}-{site.cluster}"
 
@@ -103,7 +98,7 @@ def test_backup_then_restore_drill_to_its_anchor(local_site, scratch):
     """Sentinels before the backup are in the restored cluster, up to the head the backup anchored; those
     after it are not."""
     before = sentinels(local_site, "zt:before-backup", 5)
-    backup = zeroui_db(local_site, "backup")
+    backup = local_site.zeroui_db("backup")
     assert backup.returncode == 0, backup.stderr + backup.stdout
     after = sentinels(local_site, "zt:after-backup", 3)
     label = pgbackrest_info(local_site)["backup"][-1]
@@ -111,7 +106,7 @@ def test_backup_then_restore_drill_to_its_anchor(local_site, scratch):
     assert label["annotation"]["zeroui-receipts-hash"] == before[-1][1]
     assert f"backup: {label['label']}" in backup.stdout and "checked: receipts chain intact" in backup.stdout
 
-    drill = zeroui_db(local_site, "restore-drill", "--scratch", str(scratch))
+    drill = local_site.zeroui_db("restore-drill", "--scratch", str(scratch))
     assert drill.returncode == 0, drill.stderr + drill.stdout
     out = drill.stdout
     assert f"backup {label['label']} (incr) to its restore point zeroui-{label['label']}" in out
@@ -130,10 +125,10 @@ def test_point_in_time_restore_drill(local_site, scratch):
                                 "AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US+00:00')")
     time.sleep(0.2)
     late = sentinels(local_site, "zt:pitr-late", 4)
-    backup = zeroui_db(local_site, "backup")  # archives the WAL up to now (and past the moment)
+    backup = local_site.zeroui_db("backup")  # archives the WAL up to now (and past the moment)
     assert backup.returncode == 0, backup.stderr + backup.stdout
 
-    drill = zeroui_db(local_site, "restore-drill", "--target", moment, "--scratch", str(scratch))
+    drill = local_site.zeroui_db("restore-drill", "--target", moment, "--scratch", str(scratch))
     assert drill.returncode == 0, drill.stderr + drill.stdout
     out = drill.stdout
     assert f"the moment {moment}" in out
@@ -149,13 +144,13 @@ def test_point_in_time_restore_drill_to_just_now(local_site, scratch):
     written = sentinels(local_site, "zt:pitr-now", 3)
     [[moment]] = superuser_rows(local_site.port, contract.MAINTENANCE_DB, "SELECT to_char(clock_timestamp() "
                                 "AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US+00:00')")
-    drill = zeroui_db(local_site, "restore-drill", "--target", moment, "--scratch", str(scratch))
+    drill = local_site.zeroui_db("restore-drill", "--target", moment, "--scratch", str(scratch))
     assert drill.returncode == 0, drill.stderr + drill.stdout
     assert f"head seq {written[-1][0]} {written[-1][1]}" in drill.stdout and "FAILED" not in drill.stdout
 
 
 def test_a_restore_drill_to_a_moment_still_to_come_is_refused(local_site, scratch):
-    drill = zeroui_db(local_site, "restore-drill", "--target", "2999-01-01T00:00:00Z", "--scratch", str(scratch))
+    drill = local_site.zeroui_db("restore-drill", "--target", "2999-01-01T00:00:00Z", "--scratch", str(scratch))
     assert drill.returncode == 1 and "still to come" in drill.stderr and drill.stdout == ""
 
 
@@ -176,7 +171,7 @@ def test_a_drill_killed_midway_leaves_a_cluster_the_next_drill_removes(local_sit
     pid = int((left / "data" / "postmaster.pid").read_text().split()[0])
     assert running(pid)  # the killed drill's server goes on
 
-    drill = zeroui_db(local_site, "restore-drill", "--scratch", str(scratch))
+    drill = local_site.zeroui_db("restore-drill", "--scratch", str(scratch))
     assert drill.returncode == 0, drill.stderr + drill.stdout
     assert f"removed {left}, left by an interrupted drill" in drill.stdout
     assert not running(pid)
@@ -187,7 +182,7 @@ def test_a_cut_tail_refuses_the_next_backup_until_the_rows_are_back(local_site):
     refuses, naming what it checked against. Put back byte for byte (the restore path a data move would
     use), the backup goes through again."""
     rows = sentinels(local_site, "zt:cut", 3)
-    assert zeroui_db(local_site, "backup").returncode == 0  # anchors the head: rows[-1]
+    assert local_site.zeroui_db("backup").returncode == 0  # anchors the head: rows[-1]
     cut = f"seq >= {rows[1][0]}"
     saved = superuser_rows(local_site.port, TENANT.store, f"""
         COPY (SELECT * FROM receipts WHERE {cut} ORDER BY seq) TO STDOUT""")
@@ -196,7 +191,7 @@ def test_a_cut_tail_refuses_the_next_backup_until_the_rows_are_back(local_site):
     try:
         [[chain]] = superuser_rows(local_site.port, TENANT.store, "SELECT verify_receipt_chain() IS NULL")
         assert chain == "t"  # the chain alone cannot tell
-        refused = zeroui_db(local_site, "backup")
+        refused = local_site.zeroui_db("backup")
         assert refused.returncode != 0
         assert re.search(rf"refused: (checkpoint \d+ no longer holds \(receipt {rows[-1][0]} is gone or changed\)"
                          rf"|receipt {rows[-1][0]}, the head anchored by backup \S+, is gone)", refused.stdout), \
@@ -210,14 +205,14 @@ def test_a_cut_tail_refuses_the_next_backup_until_the_rows_are_back(local_site):
     [[chain, checkpoints]] = superuser_rows(
         local_site.port, TENANT.store, "SELECT verify_receipt_chain() IS NULL, verify_receipt_checkpoints() IS NULL")
     assert (chain, checkpoints) == ("t", "t")
-    assert zeroui_db(local_site, "backup").returncode == 0
+    assert local_site.zeroui_db("backup").returncode == 0
 
 
 def test_a_failed_check_fails_the_drill_and_still_removes_its_cluster(local_site, scratch):
     """A backup whose anchor names another head: the drill restores, finds the difference, exits 1, and the
     scratch cluster is gone (the fixture checks its directory is empty)."""
     [[_, right]] = sentinels(local_site, "zt:wrong-anchor", 1)
-    assert zeroui_db(local_site, "backup").returncode == 0
+    assert local_site.zeroui_db("backup").returncode == 0
     label = pgbackrest_info(local_site)["backup"][-1]["label"]
 
     def annotate(content_hash: str) -> None:
@@ -228,7 +223,7 @@ def test_a_failed_check_fails_the_drill_and_still_removes_its_cluster(local_site
 
     annotate("0" * 64)
     try:
-        drill = zeroui_db(local_site, "restore-drill", "--scratch", str(scratch))
+        drill = local_site.zeroui_db("restore-drill", "--scratch", str(scratch))
         assert drill.returncode == 1, drill.stdout + drill.stderr
         assert "FAILED: head seq" in drill.stdout and "differs from the head anchored at backup time" in drill.stdout
         assert re.search(r"restore drill failed: \d+ of \d+ checks", drill.stderr), drill.stderr

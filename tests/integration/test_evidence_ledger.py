@@ -13,14 +13,12 @@ in transactions that are rolled back.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from dataclasses import dataclass
 
 import pytest
 from psycopg import sql
 
-from deployment import REPO
 from hosts import service_host, sql_rolled_back, superuser_psql, superuser_rows
 
 from zeroui_db import contract
@@ -206,8 +204,7 @@ def test_a_function_the_owner_plants_in_public_never_runs_for_the_keeper_or_the_
             "INSERT INTO public.receipts (kind, source, occurred_at, payload) "
             "VALUES ('zt.planted', 'zt', now(), '{}') RETURNING seq"])
         assert append["ok"], append
-        backup = subprocess.run([sys.executable, "-m", "zeroui_db.cli", "backup", str(local_site.inventory)],
-                                cwd=REPO, env=local_site.env, text=True, capture_output=True, timeout=600)
+        backup = local_site.zeroui_db("backup")
         assert backup.returncode == 0 and "zt planted" not in backup.stderr + backup.stdout, backup.stderr
     finally:
         superuser_psql(local_site.port, TENANT.store, "DROP FUNCTION public.convert_to(text, text);")
