@@ -304,6 +304,50 @@ def test_receipt_chain_detects_a_tampered_row(local_site):
     assert tagged["after"] == ["null", "0"]  # rolled back: chain intact, nothing left
 
 
+# The format checks as sql/schemas/tenant/0001 first wrote them: what a receipt's kind and policy
+# digest may be. 0014 wrote them again, cheaper; they must still take and refuse the same values.
+FIRST_KIND_RULE = "^[a-z][a-z0-9_.:-]{0,127}$"
+FIRST_DIGEST_RULE = "^sha256:[0-9a-f]{64}$"
+KINDS = ["a", "ide.check", "a:b.c-d_e9", "a" + "b" * 127, "a" + "b" * 128, "", "A", "9a", "-a", "a b", "a\n",
+         "a/b", "é", "aé", "a" + "é" * 63, "a" + "b" * 126 + "é", "ab$", "ide.Check"]
+DIGESTS = ["sha256:" + "0123456789abcdef" * 4, "sha256:" + "a" * 63, "sha256:" + "a" * 65, "sha256:" + "A" * 64,
+           "sha256:" + "g" * 64, "SHA256:" + "a" * 64, "sha512:" + "a" * 64, "xsha256:" + "a" * 63,
+           "sha256:" + "a" * 63 + "é", "sha256:" + "a" * 64 + "\n", "sha256:" + "a" * 62 + "\n" + "a", "sha256:", ""]
+
+
+def test_receipt_checks_take_and_refuse_what_their_first_rules_did(local_site):
+    """Every candidate kind and policy digest is appended in a savepoint of its own (rolled back):
+    accepted exactly when the first rule's pattern matches it."""
+    plane = contract.TENANT
+    candidates = [("kind", k, FIRST_KIND_RULE) for k in KINDS] + \
+                 [("policy_digest", d, FIRST_DIGEST_RULE) for d in DIGESTS]
+    body = "\n".join(
+        sql.SQL("""
+        BEGIN
+            INSERT INTO receipts (kind, source, occurred_at, payload, policy_digest)
+            VALUES ({kind}, 'zt:checks', now(), '{{}}', {digest});
+            RETURN NEXT ARRAY[{i}::text, 'accepted', ({value} ~ {rule})::text];
+        EXCEPTION WHEN check_violation THEN
+            RETURN NEXT ARRAY[{i}::text, 'refused', ({value} ~ {rule})::text];
+        END;""").format(i=sql.Literal(i), value=sql.Literal(value), rule=sql.Literal(rule),
+                        kind=sql.Literal(value if column == "kind" else "ide.check"),
+                        digest=sql.Literal(value if column == "policy_digest" else None)).as_string()
+        for i, (column, value, rule) in enumerate(candidates))
+    rows = superuser_rows(local_site.port, plane.store, f"""
+        BEGIN;
+        CREATE FUNCTION pg_temp.zt_try() RETURNS SETOF text[] LANGUAGE plpgsql AS $zt$
+        BEGIN {body}
+        END $zt$;
+        SELECT r[1], r[2], r[3] FROM pg_temp.zt_try() r;
+        ROLLBACK;""")
+    outcomes = {int(i): (got, matches) for i, got, matches in rows}
+    assert len(outcomes) == len(candidates)
+    wrong = [(candidates[i][:2], got) for i, (got, matches) in outcomes.items()
+             if (got == "accepted") != (matches == "true")]
+    assert wrong == []
+    assert {got for got, _ in outcomes.values()} == {"accepted", "refused"}  # both ways were tried
+
+
 # -- 4. product lifecycle ----------------------------------------------------------------------
 
 
