@@ -12,6 +12,7 @@ socket. Probe writes run in transactions that are rolled back, so the data stays
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import shutil
 import threading
@@ -346,6 +347,53 @@ def test_receipt_checks_take_and_refuse_what_their_first_rules_did(local_site):
              if (got == "accepted") != (matches == "true")]
     assert wrong == []
     assert {got for got, _ in outcomes.values()} == {"accepted", "refused"}  # both ways were tried
+
+
+def test_receipt_chain_names_the_first_break_of_any_kind(local_site):
+    """verify_receipt_chain() names the first receipt whose hash, link or place in the sequence is
+    wrong, whichever of its checks finds it (0015 checks hashes and links apart). As the superuser,
+    triggers off; rolled back."""
+    source = f"zt:{secrets.token_hex(4)}"
+    appends = ";\n".join(_receipt(source, n) for n in range(1, 7))
+    mine = f"(SELECT min(seq) FROM receipts WHERE source = '{source}')"
+    out = superuser_rows(local_site.port, contract.TENANT.store, f"""
+        BEGIN;
+        {appends};
+        SET LOCAL session_replication_role = replica;
+        SAVEPOINT s;
+        UPDATE receipts SET prev_hash = sha256('zt') WHERE seq = {mine} + 2;  -- a link and a hash
+        SELECT 'link', verify_receipt_chain() - {mine};
+        ROLLBACK TO SAVEPOINT s;
+        DELETE FROM receipts WHERE seq = {mine} + 3;  -- a gap: the receipt after it is out of place
+        SELECT 'gap', verify_receipt_chain() - {mine};
+        UPDATE receipts SET payload = '{{"n": 0}}' WHERE seq = {mine} + 5;  -- a later hash
+        SELECT 'gap and hash', verify_receipt_chain() - {mine};
+        ROLLBACK TO SAVEPOINT s;
+        UPDATE receipts SET content_hash = sha256('zt') WHERE seq = {mine} + 1;  -- a hash, and the next link
+        SELECT 'hash', verify_receipt_chain() - {mine};
+        ROLLBACK;""")
+    found = {r[0]: int(r[1]) for r in out if r[0] in ("link", "gap", "gap and hash", "hash")}
+    assert found == {"link": 2, "gap": 4, "gap and hash": 4, "hash": 1}
+
+
+def test_receipt_chain_is_verified_by_parallel_workers(local_site):
+    """The chain's hashes are recomputed in a parallel scan (0015): the plan of the query inside
+    verify_receipt_chain(), logged to the client by auto_explain, launched workers. Parallel
+    plans are made cheap so that a small ledger gets one too."""
+    result = superuser_psql(local_site.port, contract.TENANT.store, """
+        LOAD 'auto_explain';
+        SET auto_explain.log_min_duration = 0;
+        SET auto_explain.log_analyze = on;
+        SET auto_explain.log_nested_statements = on;
+        SET client_min_messages = log;
+        SET max_parallel_workers_per_gather = 2;
+        SET parallel_setup_cost = 0;
+        SET parallel_tuple_cost = 0;
+        SET min_parallel_table_scan_size = 0;
+        SELECT verify_receipt_chain() IS NULL;""")
+    assert result.stdout.strip() == "t"
+    assert re.search(r"Parallel Seq Scan on (public\.)?receipts", result.stderr), result.stderr
+    assert re.search(r"Workers Launched: [1-9]", result.stderr), result.stderr
 
 
 # -- 4. product lifecycle ----------------------------------------------------------------------

@@ -51,5 +51,6 @@ def test_the_bundles_keeper_migrations_are_the_tenant_ledgers():
     needing = {(p.key, m.name) for p in contract.POSTGRES_PLANES for m in schemas.migrations(p)
                if ledger.needs_keeper(m)}
     assert needing == {("tenant", "0011_evidence_keeper.sql"), ("tenant", "0013_closed_search_paths.sql"),
-                       ("tenant", "0014_receipt_checks_without_counted_repeats.sql")}
+                       ("tenant", "0014_receipt_checks_without_counted_repeats.sql"),
+                       ("tenant", "0015_chain_verified_in_parallel.sql")}
     assert [p.key for p in contract.POSTGRES_PLANES if p.keeps_evidence] == ["tenant"]
