@@ -1,20 +1,24 @@
 """One digest of a table, computed the same way on both sides: its rows in primary-key order
-as COPY's text format writes them, counted and hashed (SHA-256) on the control machine.
+as COPY writes them (in the table's ``copy_format``: binary wherever it can), counted by COPY
+itself and hashed (SHA-256) on the control machine.
 
-Every session pins the settings that change the text of a value (dates, time zones,
-intervals, floats, bytea, money, encoding), so one value reads the same on PostgreSQL 15 and
-16, and text keys are ordered byte-wise (``COLLATE "C"``) so both sides list rows in one
-order whatever their collation. Hashing on the control machine rather than in an SQL
-aggregate: the source gets no function of ours (it stays untouched but for the freeze),
-and no side has to build a table-sized string. The copy hashes the very stream it sends.
+Every session pins the settings that change how a value is written (dates, time zones,
+intervals, floats, bytea, money, encoding: the text format and the names of differences
+depend on them, the binary format on the encoding alone), so one value reads the same on
+PostgreSQL 15 and 16, and text keys are ordered byte-wise (``COLLATE "C"``) so both sides
+list rows in one order whatever their collation. Hashing on the control machine rather than
+in an SQL aggregate: the source gets no function of ours (it stays untouched but for the
+freeze), and no side has to build a table-sized string. The copy hashes the very stream it
+sends.
 
-When digests differ, :func:`differences` reads both sides again and names the rows by key.
+When digests differ, :func:`differences` reads both sides again, as text, and names the rows
+by key.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from itertools import zip_longest
 
@@ -50,8 +54,10 @@ def ordered_select(table: Table) -> sql.Composed:
     return sql.SQL("SELECT {} FROM {} ORDER BY {}").format(columns, table.ident, order)
 
 
-def copy_out(table: Table) -> sql.Composed:
-    return sql.SQL("COPY ({}) TO STDOUT").format(ordered_select(table))
+def copy_out(table: Table, as_text: bool = False) -> sql.Composed:
+    """COPY of the table's rows in key order, in its ``copy_format`` (``as_text``: in text)."""
+    return sql.SQL("COPY ({}) TO STDOUT (FORMAT {})").format(
+        ordered_select(table), sql.SQL("text") if as_text else table.copy_format)
 
 
 @dataclass(frozen=True)
@@ -65,11 +71,11 @@ class Digest:
 
 
 class Digester:
-    """Counts rows and bytes and hashes a COPY text stream fed in pieces of any size."""
+    """Hashes and measures a COPY stream fed in pieces of any size; its rows are COPY's count."""
 
     def __init__(self):
         self._hash, self._pending = hashlib.sha256(), bytearray()
-        self.rows = self.bytes = 0
+        self.bytes = 0
 
     def feed(self, chunk) -> None:
         self._pending += chunk
@@ -77,27 +83,32 @@ class Digester:
             self._flush()
 
     def _flush(self) -> None:
-        # In the text format a row ends with a newline, and a newline inside a value is
-        # written as the two characters \n: counting newlines counts rows exactly.
-        self.rows += self._pending.count(b"\n")
         self.bytes += len(self._pending)
         self._hash.update(self._pending)
         self._pending.clear()
 
-    def digest(self) -> Digest:
+    def digest(self, rows: int) -> Digest:
+        """The digest of what was fed, of ``rows`` rows (as the COPY that sent them counted:
+        a row's bytes hold no mark of where it ends in the binary format)."""
         self._flush()
-        return Digest(self.rows, self.bytes, self._hash.hexdigest())
+        return Digest(rows, self.bytes, self._hash.hexdigest())
 
 
-def digest(conn: psycopg.Connection, table: Table, on_chunk: Callable[[int], None] | None = None) -> Digest:
+def digest(conn: psycopg.Connection, table: Table) -> Digest:
     """The digest of ``table`` on the database of ``conn`` (a pinned session)."""
     digester = Digester()
-    with conn.cursor() as cur, cur.copy(copy_out(table)) as copy:
-        for chunk in copy:
-            digester.feed(chunk)
-            if on_chunk:
-                on_chunk(len(chunk))
-    return digester.digest()
+    with conn.cursor() as cur:
+        with cur.copy(copy_out(table)) as copy:
+            for chunk in copy:
+                digester.feed(chunk)
+        return digester.digest(copied_rows(cur))
+
+
+def copied_rows(cur: psycopg.Cursor) -> int:
+    """The rows the COPY just ended on ``cur`` wrote or read, by its command tag."""
+    if cur.rowcount < 0:
+        raise psycopg.InterfaceError("COPY ended without a row count")
+    return cur.rowcount
 
 
 @dataclass(frozen=True)
@@ -111,7 +122,7 @@ class Difference:
 
 def lines(conn: psycopg.Connection, table: Table) -> Iterator[bytes]:
     """The table's rows in digest order, one COPY text line each (without its newline)."""
-    with conn.cursor() as cur, cur.copy(copy_out(table)) as copy:
+    with conn.cursor() as cur, cur.copy(copy_out(table, as_text=True)) as copy:
         rest = b""
         for chunk in copy:
             rest += bytes(chunk)

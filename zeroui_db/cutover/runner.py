@@ -255,9 +255,9 @@ class Cutover:
                     continue
                 self.record.record_table(plane.key, table.name, status=COPYING)
                 t0 = time.monotonic()
-                with _progress(f"{plane.key}.{table.name}", table.estimated_rows) as on_chunk:
+                with _progress(f"{plane.key}.{table.name}", table.estimated_rows) as on_progress:
                     try:
-                        got = transfer.copy_table(src, tgt, table, on_chunk,
+                        got = transfer.copy_table(src, tgt, table, on_progress,
                                                   keeper=plane.keeper_role if plane.keeps_evidence else None)
                     except psycopg.Error as e:
                         raise Refused(f"{plane.key}: copying {table.name} failed and was rolled back: "
@@ -393,10 +393,9 @@ def _progress(label: str, estimate: int | None):
 
     with click.progressbar(length=max(estimate or 0, 1), label=label, file=click.get_text_stream("stderr"),
                            item_show_func=show, show_pos=True) as bar:
-        def on_chunk(chunk) -> None:
-            rows = chunk.count(b"\n")
+        def on_progress(rows: int, size: int) -> None:
             counts["rows"] += rows
-            counts["bytes"] += len(chunk)
+            counts["bytes"] += size
             bar.update(rows, counts)
 
-        yield on_chunk
+        yield on_progress

@@ -35,7 +35,10 @@ _INSERT = 4
 
 _QUERY = sql.SQL("""
 SELECT c.relname,
-  (SELECT json_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a
+  (SELECT json_agg(json_build_array(a.attname, format_type(a.atttypid, a.atttypmod),
+                                    ty.typnamespace = 'pg_catalog'::regnamespace
+                                    AND coalesce(el.typnamespace = 'pg_catalog'::regnamespace, true)) ORDER BY a.attnum)
+   FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid LEFT JOIN pg_type el ON el.oid = ty.typelem
    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''),
   (SELECT json_agg(json_build_array(a.attname, a.attcollation <> 0) ORDER BY k.n)
    FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(attnum, n), pg_attribute a
@@ -69,6 +72,17 @@ class Table:
     estimated_rows: int | None  # pg_class.reltuples; None before the first VACUUM or ANALYZE
     size: int  # bytes on disk (pg_table_size)
     owner: str = ""  # the plane's owner, or its evidence keeper (the ledger's tables)
+    types: tuple[str, ...] = ()  # each column's type, as format_type() writes it
+    binary: bool = True  # every column's type is PostgreSQL's own: COPY's binary format carries it between servers
+
+    @property
+    def copy_format(self) -> sql.SQL:
+        """The COPY format the table's rows travel and are hashed in: binary, where every type
+        is one of PostgreSQL's own (it is the same on every server, and far cheaper to write
+        and read than text: no escaping, no hex, no dates parsed), else text. A type of the
+        database's own travels as text: in binary, an array or record of it carries its OID,
+        which differs between servers."""
+        return sql.SQL("binary" if self.binary else "text")
 
     @property
     def ident(self) -> sql.Identifier:
@@ -92,7 +106,7 @@ class Table:
 
     def describe(self) -> tuple:
         """What must agree between source and target for the copy to mean the same thing."""
-        return self.name, self.columns, self.key, self.parents, self.sequences
+        return self.name, self.columns, self.types, self.key, self.parents, self.sequences
 
 
 class NotCopyable(Exception):
@@ -110,9 +124,11 @@ def read(conn: psycopg.Connection, plane: Plane) -> list[Table]:
         if not key:
             raise NotCopyable(f"{plane.key}: table {name} has no primary key, so its rows cannot be compared "
                               "one by one; give it one in a migration")
-        tables.append(Table(name, tuple(columns or ()), tuple((k, bool(c)) for k, c in key), tuple(parents),
-                            tuple((n, m) for n, m in triggers), tuple(sequences), app_inserts, estimate, size,
-                            owner))
+        columns = columns or []
+        tables.append(Table(name, tuple(c for c, _, _ in columns), tuple((k, bool(c)) for k, c in key),
+                            tuple(parents), tuple((n, m) for n, m in triggers), tuple(sequences), app_inserts,
+                            estimate, size, owner, tuple(t for _, t, _ in columns),
+                            all(builtin for _, _, builtin in columns)))
     return in_copy_order(tables)
 
 
