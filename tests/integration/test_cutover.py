@@ -336,6 +336,9 @@ def test_kill_during_the_copy_then_a_rerun_completes(sites):
     assert receipts["source"]["rows"] == receipts["target"]["rows"] == RECEIPTS + 1
     assert tenant["chain"]["broken_at"] is None and tenant["chain"]["source_head"]["seq"] == RECEIPTS + 1
     assert tenant["chain"]["source_head"] == tenant["chain"]["target_head"]
+    # Verified by the copy that wrote the receipts (in the killed run), before its COMMIT: these
+    # are the receipts it sent, so their hashes are not all recomputed again.
+    assert tenant["chain"]["verified"].startswith("before the copy's COMMIT")
     assert not list(sites.cloud.env_dir.glob("*.env"))  # --no-switch: no env file yet
 
 
@@ -403,6 +406,7 @@ def test_a_row_changed_on_the_target_is_caught(sites):
         tables = {t["table"]: t for t in report["planes"][0]["tables"]}
         assert tables["webhook_deliveries"]["differences"] == [{"key": "id=3", "what": "changed: event_type"}]
         assert report["planes"][0]["chain"]["broken_at"] == seq
+        assert report["planes"][0]["chain"]["verified"] == "after the copy"  # not the receipts it sent
         assert not list(sites.cloud.env_dir.glob("*.env"))
     finally:
         target.superuser_sql(
@@ -410,6 +414,25 @@ def test_a_row_changed_on_the_target_is_caught(sites):
             " SET session_replication_role = replica;"
             f" UPDATE receipts SET payload = {sql.Literal(original).as_string()}::jsonb WHERE seq = {seq};",
             tenant.store)
+
+
+def test_receipts_committed_but_not_recorded_are_verified_again(sites):
+    """A kill between the COMMIT of the receipts and the record of it: the rerun finds them on
+    the target, takes them as copied (they are the source's, digest for digest), and verifies
+    their chain itself, since no copy of this cutover is known to have verified it."""
+    record = sites.state()
+    receipts = record["planes"][contract.TENANT.key]["tables"]["receipts"]
+    record["planes"][contract.TENANT.key]["tables"]["receipts"] = {"status": "copying"}
+    record["planes"][contract.TENANT.key]["status"] = "frozen"
+    sites.record.write_text(json.dumps(record))
+    run = cutover(sites, "--no-switch")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"tenant.receipts: already on the target, identical ({RECEIPTS + 1:,} rows)" in run.stdout
+    entry = sites.state()["planes"][contract.TENANT.key]["tables"]["receipts"]
+    assert entry["status"] == "done" and entry["sha256"] == receipts["sha256"] and not entry.get("chain_verified")
+    chain = json.loads(sites.report.read_text())["planes"][0]["chain"]
+    assert chain["verified"] == "after the copy" and chain["broken_at"] is None
+    assert "receipt chain on the target: intact (verify_receipt_chain() after the copy)" in run.stdout
 
 
 # -- 3. the switch ---------------------------------------------------------------------------------

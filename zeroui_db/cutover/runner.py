@@ -27,6 +27,7 @@ from ..site import ADMIN_GROUP, SERVER_GROUP, Deployment
 from . import checksums, freeze, preflight, state, switch, transfer
 from .checksums import Digest
 from .state import COPIED, COPYING, DONE, FROZEN, ROLLED_BACK, SWITCHED, VERIFIED, CutoverState
+from .tables import CHAIN_TABLE
 from .verify import SCHEMA as REPORT_SCHEMA
 from .verify import PlaneVerification, summary, verify
 
@@ -264,8 +265,10 @@ class Cutover:
                                       f"{e.diag.message_primary or _line(e)}") from None
                     except transfer.ChainBroken as e:
                         raise Refused(f"{plane.key}: copying {table.name} failed and was rolled back: {e}") from None
+                # A copy of the chain's table commits only once the chain verifies (transfer).
                 self.record.record_table(plane.key, table.name, status=DONE, rows=got.rows, bytes=got.bytes,
-                                         sha256=got.sha256, seconds=round(time.monotonic() - t0, 3))
+                                         sha256=got.sha256, seconds=round(time.monotonic() - t0, 3),
+                                         chain_verified=table.holds_chain)
         if self.status(plane) == FROZEN:
             self.record.set_status(plane.key, COPIED)
         self._timed(times, "copy", started)
@@ -288,10 +291,10 @@ class Cutover:
             tgt = stack.enter_context(self.target.session(plane))
             chain = stack.enter_context(self.target.session(plane))
             tables = self.sources[plane.key].tables
-            sent = {name: Digest(e["rows"], e["bytes"], e["sha256"])
-                    for name, e in self.record.plane(plane.key)["tables"].items() if e["status"] == DONE}
+            done = {name: e for name, e in self.record.plane(plane.key)["tables"].items() if e["status"] == DONE}
+            sent = {name: Digest(e["rows"], e["bytes"], e["sha256"]) for name, e in done.items()}
             result = verify(plane, tables, src, tgt, chain, (self.source.address(plane), self.target.address(plane)),
-                            sent)
+                            sent, chain_verified_in_copy=done.get(CHAIN_TABLE, {}).get("chain_verified", False))
         times["verify"] = result.seconds
         self.verifications.append(result)
         self.say("\n".join(summary(result)))

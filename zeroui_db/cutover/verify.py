@@ -10,6 +10,13 @@ rows are named by key. The source, the target and the target's chain check are r
 same time, each on its own session and native thread (gevent's pool: the ``zeroui-db``
 command runs monkey-patched by pyinfra's command line, where a Python thread is a greenlet and
 one psycopg call blocking in libpq holds up the others).
+
+The chain is verified on the target once. The copy verifies it in the transaction that
+writes the receipts, before COMMIT (``transfer``), so a broken chain is never committed; if
+the receipts read back now are byte for byte the ones that copy sent (the same digest), they
+are the rows it verified, and recomputing every hash again would prove nothing new (it is
+the costliest read of a cutover). Otherwise (receipts found on the target by a rerun, or read
+back different) the chain is verified here.
 """
 
 from __future__ import annotations
@@ -48,11 +55,16 @@ class TableCheck:
                 "differences": [{"key": d.key, "what": d.what} for d in self.differences]}
 
 
+IN_THE_COPY = "before the copy's COMMIT, on the receipts read back now"
+NOW = "after the copy"
+
+
 @dataclass
 class ChainCheck:
     broken_at: int | None  # verify_receipt_chain() on the target
     source_head: tuple[int, str] | None  # (seq, content_hash hex) of the last receipt
     target_head: tuple[int, str] | None
+    verified: str = NOW  # when verify_receipt_chain() ran: IN_THE_COPY or NOW
 
     @property
     def ok(self) -> bool:
@@ -60,8 +72,8 @@ class ChainCheck:
 
     def as_dict(self) -> dict:
         head = lambda h: None if h is None else {"seq": h[0], "content_hash": h[1]}  # noqa: E731
-        return {"ok": self.ok, "broken_at": self.broken_at, "source_head": head(self.source_head),
-                "target_head": head(self.target_head)}
+        return {"ok": self.ok, "broken_at": self.broken_at, "verified": self.verified,
+                "source_head": head(self.source_head), "target_head": head(self.target_head)}
 
 
 @dataclass
@@ -106,17 +118,20 @@ def _chain(conn: psycopg.Connection) -> int | None:
 
 def verify(plane: Plane, tables: list[Table], source: psycopg.Connection, target: psycopg.Connection,
            target_chain: psycopg.Connection, addresses: tuple[str, str],
-           sent: dict[str, Digest] | None = None) -> PlaneVerification:
+           sent: dict[str, Digest] | None = None, chain_verified_in_copy: bool = False) -> PlaneVerification:
     """Hold the target's copy of ``plane`` against the source. Three sessions, read at once:
     the source, the target, and the target again for its chain check (``target_chain``).
     ``sent``: the source's digests of tables as their copy streamed them out of the frozen
-    source (the same query and hashing), so the source is not read twice."""
+    source (the same query and hashing), so the source is not read twice.
+    ``chain_verified_in_copy``: the copy that sent the receipts (``sent``) verified their chain
+    before its COMMIT; it is verified again only if the receipts read back are not those."""
     started = time.monotonic()
     has_chain = any(t.name == CHAIN_TABLE for t in tables)
+    trust_copy = has_chain and chain_verified_in_copy and CHAIN_TABLE in (sent or {})
     with ThreadPoolExecutor(3) as pool:
         mine = pool.submit(_side, source, tables, sent or {})
         theirs = pool.submit(_side, target, tables, {})
-        chain = pool.submit(_chain, target_chain) if has_chain else None
+        chain = pool.submit(_chain, target_chain) if has_chain and not trust_copy else None
         (src, src_seq, src_head), (tgt, tgt_seq, tgt_head) = mine.result(), theirs.result()
         broken = chain.result() if chain else None
     checks = []
@@ -125,10 +140,16 @@ def verify(plane: Plane, tables: list[Table], source: psycopg.Connection, target
         if not check.ok:
             check.differing, check.differences = differences(source, target, t)
         checks.append(check)
+    verified = NOW
+    if trust_copy:
+        if src[CHAIN_TABLE] == tgt[CHAIN_TABLE]:
+            verified = IN_THE_COPY
+        else:
+            broken = _chain(target_chain)
     sequences = {name: {"source": list(src_seq[name]), "target": list(tgt_seq.get(name, (None, None)))}
                  for name in src_seq}
     result = PlaneVerification(plane.key, *addresses, checks, sequences,
-                               ChainCheck(broken, src_head, tgt_head) if has_chain else None)
+                               ChainCheck(broken, src_head, tgt_head, verified) if has_chain else None)
     result.seconds = time.monotonic() - started
     return result
 
@@ -156,6 +177,7 @@ def summary(v: PlaneVerification) -> list[str]:
         head = lambda h: "empty" if h is None else f"seq {h[0]} {h[1][:16]}"  # noqa: E731
         same = "equal to the source's" if c.source_head == c.target_head else \
             f"NOT the source's ({head(c.source_head)})"
-        lines.append(f"  receipt chain on the target: {state} ({CHAIN_CHECK}()); head {head(c.target_head)}, {same}")
+        lines.append(f"  receipt chain on the target: {state} ({CHAIN_CHECK}() {c.verified}); "
+                     f"head {head(c.target_head)}, {same}")
     lines.append(f"  {v.plane}: {'verified' if v.ok else 'NOT verified'}")
     return lines
