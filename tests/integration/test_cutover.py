@@ -36,6 +36,7 @@ from standins import StandIn
 from testca import TestCA
 
 from zeroui_db import contract
+from zeroui_db.cutover.tables import read as read_tables
 
 pytestmark = [pytest.mark.integration, pytest.mark.cloud, pytest.mark.cutover]
 
@@ -416,13 +417,41 @@ def test_a_row_changed_on_the_target_is_caught(sites):
             tenant.store)
 
 
+def test_only_types_of_postgresqls_own_travel_in_binary(sites):
+    """In binary, an enum array carries the enum's OID and a regclass the OID of a table of that
+    database, which mean nothing on another server: such a table travels as text, read from
+    the catalog (in a database of the test's own, on a stand-in, removed afterwards)."""
+    standin, database = sites.targets[contract.TENANT.key], "zt_cutover_types"
+    standin.superuser_sql(f"CREATE DATABASE {database}")
+    try:
+        standin.superuser_sql("""
+            CREATE TYPE mood AS ENUM ('ok');
+            CREATE DOMAIN short AS text;
+            CREATE TYPE pair AS (a int, b text);
+            CREATE TABLE builtin (id bigint PRIMARY KEY, t text, a text[], j jsonb, n cidr, d numeric, at timestamptz);
+            CREATE TABLE with_enum (id bigint PRIMARY KEY, m mood);
+            CREATE TABLE with_enum_array (id bigint PRIMARY KEY, m mood[]);
+            CREATE TABLE with_domain (id bigint PRIMARY KEY, s short);
+            CREATE TABLE with_composite (id bigint PRIMARY KEY, p pair);
+            CREATE TABLE with_regclass (id bigint PRIMARY KEY, r regclass);
+            CREATE TABLE with_regrole_array (id bigint PRIMARY KEY, r regrole[]);""", database)
+        with superuser_session(standin, database) as conn:
+            found = {t.name: t.binary for t in read_tables(conn, contract.TENANT)}
+    finally:
+        standin.superuser_sql(f"DROP DATABASE {database}")
+    assert found == {"builtin": True, "with_enum": False, "with_enum_array": False, "with_domain": False,
+                     "with_composite": False, "with_regclass": False, "with_regrole_array": False}
+
+
 def test_receipts_committed_but_not_recorded_are_verified_again(sites):
     """A kill between the COMMIT of the receipts and the record of it: the rerun finds them on
     the target, takes them as copied (they are the source's, digest for digest), and verifies
-    their chain itself, since no copy of this cutover is known to have verified it."""
+    their chain itself, since no copy of this cutover is known to have verified it. (Only the
+    status is set back: what the earlier copy noted must not outlive it.)"""
     record = sites.state()
-    receipts = record["planes"][contract.TENANT.key]["tables"]["receipts"]
-    record["planes"][contract.TENANT.key]["tables"]["receipts"] = {"status": "copying"}
+    receipts = dict(record["planes"][contract.TENANT.key]["tables"]["receipts"])
+    assert receipts["chain_verified"] == receipts["sha256"]
+    record["planes"][contract.TENANT.key]["tables"]["receipts"]["status"] = "copying"
     record["planes"][contract.TENANT.key]["status"] = "frozen"
     sites.record.write_text(json.dumps(record))
     run = cutover(sites, "--no-switch")

@@ -57,7 +57,7 @@ def ordered_select(table: Table) -> sql.Composed:
 def copy_out(table: Table, as_text: bool = False) -> sql.Composed:
     """COPY of the table's rows in key order, in its ``copy_format`` (``as_text``: in text)."""
     return sql.SQL("COPY ({}) TO STDOUT (FORMAT {})").format(
-        ordered_select(table), sql.SQL("text") if as_text else table.copy_format)
+        ordered_select(table), sql.SQL("text" if as_text else table.copy_format))
 
 
 @dataclass(frozen=True)

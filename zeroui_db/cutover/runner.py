@@ -235,7 +235,7 @@ class Cutover:
         started = time.monotonic()
         source = self.source.server(plane)
         if self.status(plane) not in state.HOLDS_FREEZE:
-            self.record.set_status(plane.key, FROZEN)  # before acting: a kill leaves a record to roll back
+            self.record.begin(plane.key)  # before acting: a kill leaves a record to roll back
         with self.source.admin(source) as connect:
             # Applied again on a rerun: it is idempotent and holds the freeze whatever happened since.
             ended = freeze.freeze(self.source.host(source), source.port, plane, connect)
@@ -266,9 +266,10 @@ class Cutover:
                     except transfer.ChainBroken as e:
                         raise Refused(f"{plane.key}: copying {table.name} failed and was rolled back: {e}") from None
                 # A copy of the chain's table commits only once the chain verifies (transfer).
-                self.record.record_table(plane.key, table.name, status=DONE, rows=got.rows, bytes=got.bytes,
-                                         sha256=got.sha256, seconds=round(time.monotonic() - t0, 3),
-                                         chain_verified=table.holds_chain)
+                self.record.record_table(plane.key, table.name, status=DONE, format=table.copy_format,
+                                         rows=got.rows, bytes=got.bytes, sha256=got.sha256,
+                                         seconds=round(time.monotonic() - t0, 3),
+                                         **({"chain_verified": got.sha256} if table.holds_chain else {}))
         if self.status(plane) == FROZEN:
             self.record.set_status(plane.key, COPIED)
         self._timed(times, "copy", started)
@@ -281,8 +282,8 @@ class Cutover:
             raise Refused(f"{plane.key}: table {table.name} holds rows on the target that are not the source's "
                           f"({theirs.rows:,} rows there, {mine.rows:,} here); something else wrote to "
                           f"{self.target.address(plane)}: empty it before going on")
-        self.record.record_table(plane.key, table.name, status=DONE, rows=mine.rows, bytes=mine.bytes,
-                                 sha256=mine.sha256, seconds=0.0)
+        self.record.record_table(plane.key, table.name, status=DONE, format=table.copy_format, rows=mine.rows,
+                                 bytes=mine.bytes, sha256=mine.sha256, seconds=0.0)
         self.say(f"{plane.key}.{table.name}: already on the target, identical ({mine.rows:,} rows)")
 
     def _verify(self, plane: Plane, times: dict) -> bool:
@@ -291,10 +292,14 @@ class Cutover:
             tgt = stack.enter_context(self.target.session(plane))
             chain = stack.enter_context(self.target.session(plane))
             tables = self.sources[plane.key].tables
-            done = {name: e for name, e in self.record.plane(plane.key)["tables"].items() if e["status"] == DONE}
+            # A digest recorded in another format (by an older release) is not comparable: the
+            # source is read again for that table.
+            formats = {t.name: t.copy_format for t in tables}
+            done = {name: e for name, e in self.record.plane(plane.key)["tables"].items()
+                    if e["status"] == DONE and e.get("format") == formats.get(name)}
             sent = {name: Digest(e["rows"], e["bytes"], e["sha256"]) for name, e in done.items()}
             result = verify(plane, tables, src, tgt, chain, (self.source.address(plane), self.target.address(plane)),
-                            sent, chain_verified_in_copy=done.get(CHAIN_TABLE, {}).get("chain_verified", False))
+                            sent, chain_verified=done.get(CHAIN_TABLE, {}).get("chain_verified"))
         times["verify"] = result.seconds
         self.verifications.append(result)
         self.say("\n".join(summary(result)))

@@ -77,6 +77,12 @@ class CutoverState:
     def status(self, key: str) -> str | None:
         return self.plane(key)["status"]
 
+    def begin(self, key: str) -> None:
+        """Freeze ``key`` for a copy from the start: what an earlier attempt, rolled back, recorded
+        of its tables no longer holds (the target was emptied to be refilled)."""
+        self.plane(key)["tables"] = {}
+        self.set_status(key, FROZEN)
+
     def set_status(self, key: str, status: str) -> None:
         plane = self.plane(key)
         plane["status"] = status
@@ -97,7 +103,9 @@ class CutoverState:
         return self.plane(plane)["tables"].setdefault(table, {"status": None})
 
     def record_table(self, plane: str, table: str, **values) -> None:
-        self.table(plane, table).update(values)
+        """Record a table's copy as ``values``, replacing what was recorded of it: nothing an
+        earlier copy noted (its digest, a chain it verified) outlives it."""
+        self.plane(plane)["tables"][table] = dict(values)
         self.save()
 
     def save(self) -> None:

@@ -33,11 +33,16 @@ WRITTEN_FOR_SERVICES = frozenset({"policy_snapshot_transitions", "receipt_checkp
 # tgtype bit for INSERT (PostgreSQL's TRIGGER_TYPE_INSERT).
 _INSERT = 4
 
+# A type whose binary form is the same on every server: one of PostgreSQL's own (made by
+# initdb: an OID below FirstGenbkiObjectId, 10000; an extension's type gets a later one, even
+# in pg_catalog), but not an object identifier type (regclass, regrole, …), whose binary form
+# is the OID of an object of that database where its text is the object's name.
+_BUILTIN = "({t}.oid < 10000 AND {t}.typname NOT LIKE 'reg%')"
+
 _QUERY = sql.SQL("""
 SELECT c.relname,
   (SELECT json_agg(json_build_array(a.attname, format_type(a.atttypid, a.atttypmod),
-                                    ty.typnamespace = 'pg_catalog'::regnamespace
-                                    AND coalesce(el.typnamespace = 'pg_catalog'::regnamespace, true)) ORDER BY a.attnum)
+                                    {builtin_type} AND (el.oid IS NULL OR {builtin_element})) ORDER BY a.attnum)
    FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid LEFT JOIN pg_type el ON el.oid = ty.typelem
    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''),
   (SELECT json_agg(json_build_array(a.attname, a.attcollation <> 0) ORDER BY k.n)
@@ -73,16 +78,16 @@ class Table:
     size: int  # bytes on disk (pg_table_size)
     owner: str = ""  # the plane's owner, or its evidence keeper (the ledger's tables)
     types: tuple[str, ...] = ()  # each column's type, as format_type() writes it
-    binary: bool = True  # every column's type is PostgreSQL's own: COPY's binary format carries it between servers
+    binary: bool = True  # every column's type is one whose binary form is the same on every server
 
     @property
-    def copy_format(self) -> sql.SQL:
-        """The COPY format the table's rows travel and are hashed in: binary, where every type
-        is one of PostgreSQL's own (it is the same on every server, and far cheaper to write
-        and read than text: no escaping, no hex, no dates parsed), else text. A type of the
-        database's own travels as text: in binary, an array or record of it carries its OID,
-        which differs between servers."""
-        return sql.SQL("binary" if self.binary else "text")
+    def copy_format(self) -> str:
+        """The COPY format the table's rows travel and are hashed in: binary where every type is
+        one of PostgreSQL's own (and not an object identifier: ``_BUILTIN``), else text. Binary
+        is cheaper to write and far cheaper to read (no escapes, no hex, no dates parsed); a type
+        of the database's own travels as text: in binary, an array or record of it carries its
+        OID, which differs between servers."""
+        return "binary" if self.binary else "text"
 
     @property
     def ident(self) -> sql.Identifier:
@@ -118,7 +123,9 @@ def read(conn: psycopg.Connection, plane: Plane) -> list[Table]:
     with conn.transaction():
         conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(plane.owner_role)))
         rows = conn.execute(_QUERY.format(insert=sql.Literal(_INSERT), app=sql.Literal(plane.app_role),
-                                          schema=sql.Literal(SCHEMA), ledger=sql.Literal(ledger.TABLE))).fetchall()
+                                          schema=sql.Literal(SCHEMA), ledger=sql.Literal(ledger.TABLE),
+                                          builtin_type=sql.SQL(_BUILTIN.format(t="ty")),
+                                          builtin_element=sql.SQL(_BUILTIN.format(t="el")))).fetchall()
     tables = []
     for name, columns, key, parents, triggers, sequences, app_inserts, estimate, size, owner in rows:
         if not key:

@@ -1,8 +1,11 @@
 """Proof that a plane arrived: every table, sequence and the receipt chain, held against the
 source after the copy.
 
-Both sides are read again, independently of the copy, with the same digest
-(``checksums``): exact row count and SHA-256 of the rows in key order. Tables written by
+The target is read again, after the copy's COMMIT, and held against the source with the same
+digest (``checksums``): exact row count and SHA-256 of the rows in key order. The source's
+side is the digest of the stream the copy sent out of the frozen source (the same query and
+hashing), recorded with it; where none is recorded, or in another format, the source is read
+again too. Tables written by
 migrations only (reference data) are compared the same way. Sequences must continue from
 the same value. On the tenant plane the target's chain must verify
 (``verify_receipt_chain()`` is NULL) and end in the source's head. Where digests differ, the
@@ -12,11 +15,13 @@ command runs monkey-patched by pyinfra's command line, where a Python thread is 
 one psycopg call blocking in libpq holds up the others).
 
 The chain is verified on the target once. The copy verifies it in the transaction that
-writes the receipts, before COMMIT (``transfer``), so a broken chain is never committed; if
-the receipts read back now are byte for byte the ones that copy sent (the same digest), they
-are the rows it verified, and recomputing every hash again would prove nothing new (it is
-the costliest read of a cutover). Otherwise (receipts found on the target by a rerun, or read
-back different) the chain is verified here.
+writes the receipts, before COMMIT (``transfer``), so a broken chain is never committed, and
+the record notes it with the digest of the receipts it sent. If the receipts read back now
+have that digest, they are the rows it verified, and recomputing every hash again (the
+costliest read of a cutover) would prove nothing new. That trusts the record, a private file
+of the control machine (0600) like the secrets beside it; the runbook's own check on the
+target (``SELECT verify_receipt_chain()``) does not. Otherwise (receipts a rerun found on
+the target, or read back different) the chain is verified here.
 """
 
 from __future__ import annotations
@@ -29,17 +34,19 @@ from gevent.threadpool import ThreadPoolExecutor
 from psycopg import sql
 
 from ..contract import Plane
+from ..grants import SCHEMA as DATA_SCHEMA
 from .checksums import Difference, Digest, differences, digest
 from .tables import CHAIN_CHECK, CHAIN_TABLE, Table
 from .transfer import sequence_states
 
-SCHEMA = "zeroui-db-cutover-verification/1"
+SCHEMA = "zeroui-db-cutover-verification/2"  # 2: digests of the binary format where a table travels in it
 
 
 @dataclass
 class TableCheck:
     table: str
     copied: bool  # False: reference data written by migrations on both sides, compared only
+    format: str  # the COPY format both digests are of (Table.copy_format)
     source: Digest
     target: Digest
     differing: int = 0  # rows that differ, when the digests do
@@ -50,7 +57,8 @@ class TableCheck:
         return self.source == self.target
 
     def as_dict(self) -> dict:
-        return {"table": self.table, "copied": self.copied, "ok": self.ok, "source": self.source.as_dict(),
+        return {"table": self.table, "copied": self.copied, "ok": self.ok, "format": self.format,
+                "source": self.source.as_dict(),
                 "target": self.target.as_dict(), "differing_rows": self.differing,
                 "differences": [{"key": d.key, "what": d.what} for d in self.differences]}
 
@@ -107,27 +115,28 @@ def _side(conn: psycopg.Connection, tables: list[Table], known: dict[str, Digest
     head = None
     if any(t.name == CHAIN_TABLE for t in tables):
         row = conn.execute(sql.SQL("SELECT seq, encode(content_hash, 'hex') FROM {} ORDER BY seq DESC LIMIT 1")
-                           .format(sql.Identifier(CHAIN_TABLE))).fetchone()
+                           .format(sql.Identifier(DATA_SCHEMA, CHAIN_TABLE))).fetchone()
         head = tuple(row) if row else None
     return digests, sequences, head
 
 
 def _chain(conn: psycopg.Connection) -> int | None:
-    return conn.execute(sql.SQL("SELECT {}()").format(sql.Identifier(CHAIN_CHECK))).fetchone()[0]
+    return conn.execute(sql.SQL("SELECT {}()").format(sql.Identifier(DATA_SCHEMA, CHAIN_CHECK))).fetchone()[0]
 
 
 def verify(plane: Plane, tables: list[Table], source: psycopg.Connection, target: psycopg.Connection,
            target_chain: psycopg.Connection, addresses: tuple[str, str],
-           sent: dict[str, Digest] | None = None, chain_verified_in_copy: bool = False) -> PlaneVerification:
+           sent: dict[str, Digest] | None = None, chain_verified: str | None = None) -> PlaneVerification:
     """Hold the target's copy of ``plane`` against the source. Three sessions, read at once:
     the source, the target, and the target again for its chain check (``target_chain``).
     ``sent``: the source's digests of tables as their copy streamed them out of the frozen
-    source (the same query and hashing), so the source is not read twice.
-    ``chain_verified_in_copy``: the copy that sent the receipts (``sent``) verified their chain
-    before its COMMIT; it is verified again only if the receipts read back are not those."""
+    source (the same query and hashing, in the table's format), so the source is not read twice.
+    ``chain_verified``: the SHA-256 of the receipts whose chain their copy verified before its
+    COMMIT; verified again unless the receipts read back are those (and were sent so)."""
     started = time.monotonic()
     has_chain = any(t.name == CHAIN_TABLE for t in tables)
-    trust_copy = has_chain and chain_verified_in_copy and CHAIN_TABLE in (sent or {})
+    sent_receipts = (sent or {}).get(CHAIN_TABLE)
+    trust_copy = has_chain and sent_receipts is not None and chain_verified == sent_receipts.sha256
     with ThreadPoolExecutor(3) as pool:
         mine = pool.submit(_side, source, tables, sent or {})
         theirs = pool.submit(_side, target, tables, {})
@@ -136,7 +145,7 @@ def verify(plane: Plane, tables: list[Table], source: psycopg.Connection, target
         broken = chain.result() if chain else None
     checks = []
     for t in tables:
-        check = TableCheck(t.name, t.copied, src[t.name], tgt[t.name])
+        check = TableCheck(t.name, t.copied, t.copy_format, src[t.name], tgt[t.name])
         if not check.ok:
             check.differing, check.differences = differences(source, target, t)
         checks.append(check)
