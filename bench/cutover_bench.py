@@ -13,9 +13,10 @@ Both paths go over verified TLS, as the admin acting as the plane's owner on eac
   stand-in. It creates the tables, loads them without indexes or triggers, then builds
   them: the least a move can do. Run before and after the cutover (the source is frozen
   then, but its admin still reads), so a warm or cold cache favours neither side.
-* cutover: the whole command, as an operator runs it: pre-flight, freeze, copy (receipts
-  through the chain-verifying trigger, into indexed tables), verification of every table
-  on both sides and of the chain, the target's audit, the env files.
+* cutover: the whole command, as an operator runs it: pre-flight, freeze, copy (in COPY's
+  binary format; indexes made again and the whole chain verified before each table's
+  COMMIT), verification of every table on both sides and of the chain's head, the
+  target's audit, the env files.
 
 Target: cutover <= 1.5 x bare. Figures for a size below 1 GB are also scaled linearly to
 1 GB, and say so. Everything (cluster, stand-ins, namespaces, files) is removed at the end,
