@@ -114,6 +114,12 @@ class Table:
         return self.name, self.columns, self.types, self.key, self.parents, self.sequences
 
 
+def chain_break(conn: psycopg.Connection) -> int | None:
+    """The first broken receipt of the chain on ``conn``'s database (``CHAIN_CHECK``), None
+    when it is intact."""
+    return conn.execute(sql.SQL("SELECT {}()").format(sql.Identifier(SCHEMA, CHAIN_CHECK))).fetchone()[0]
+
+
 class NotCopyable(Exception):
     """A schema the cutover cannot copy as it is (one line)."""
 

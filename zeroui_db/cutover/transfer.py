@@ -47,7 +47,7 @@ from psycopg.copy import LibpqWriter
 
 from ..grants import SCHEMA
 from .checksums import Digest, Digester, copied_rows, copy_out
-from .tables import CHAIN_CHECK, CHAIN_LOCK, Table
+from .tables import CHAIN_CHECK, CHAIN_LOCK, Table, chain_break
 
 BATCH = 128 * 1024  # bytes per write: psycopg's largest single buffer
 _ENABLE = {"O": "ENABLE TRIGGER", "A": "ENABLE ALWAYS TRIGGER", "R": "ENABLE REPLICA TRIGGER"}
@@ -123,8 +123,7 @@ def copy_table(source: psycopg.Connection, target: psycopg.Connection, table: Ta
             sent = digester.digest(copied_rows(out_cur))
         rebuild_indexes(target, rebuild)
         if table.holds_chain:
-            check = sql.SQL("SELECT {}()").format(sql.Identifier(SCHEMA, CHAIN_CHECK))
-            broken = target.execute(check).fetchone()[0]
+            broken = chain_break(target)
             if broken is not None:
                 raise ChainBroken(f"the receipts sent do not form an intact chain: {CHAIN_CHECK}() breaks at "
                                   f"seq {broken}")

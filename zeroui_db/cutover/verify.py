@@ -5,9 +5,8 @@ The target is read again, after the copy's COMMIT, and held against the source w
 digest (``checksums``): exact row count and SHA-256 of the rows in key order. The source's
 side is the digest of the stream the copy sent out of the frozen source (the same query and
 hashing), recorded with it; where none is recorded, or in another format, the source is read
-again too. Tables written by
-migrations only (reference data) are compared the same way. Sequences must continue from
-the same value. On the tenant plane the target's chain must verify
+again too. Tables written by migrations only (reference data) are compared the same way.
+Sequences must continue from the same value. On the tenant plane the target's chain must verify
 (``verify_receipt_chain()`` is NULL) and end in the source's head. Where digests differ, the
 rows are named by key. The source, the target and the target's chain check are read at the
 same time, each on its own session and native thread (gevent's pool: the ``zeroui-db``
@@ -36,7 +35,7 @@ from psycopg import sql
 from ..contract import Plane
 from ..grants import SCHEMA as DATA_SCHEMA
 from .checksums import Difference, Digest, differences, digest
-from .tables import CHAIN_CHECK, CHAIN_TABLE, Table
+from .tables import CHAIN_CHECK, CHAIN_TABLE, Table, chain_break
 from .transfer import sequence_states
 
 SCHEMA = "zeroui-db-cutover-verification/2"  # 2: digests of the binary format where a table travels in it
@@ -120,10 +119,6 @@ def _side(conn: psycopg.Connection, tables: list[Table], known: dict[str, Digest
     return digests, sequences, head
 
 
-def _chain(conn: psycopg.Connection) -> int | None:
-    return conn.execute(sql.SQL("SELECT {}()").format(sql.Identifier(DATA_SCHEMA, CHAIN_CHECK))).fetchone()[0]
-
-
 def verify(plane: Plane, tables: list[Table], source: psycopg.Connection, target: psycopg.Connection,
            target_chain: psycopg.Connection, addresses: tuple[str, str],
            sent: dict[str, Digest] | None = None, chain_verified: str | None = None) -> PlaneVerification:
@@ -140,7 +135,7 @@ def verify(plane: Plane, tables: list[Table], source: psycopg.Connection, target
     with ThreadPoolExecutor(3) as pool:
         mine = pool.submit(_side, source, tables, sent or {})
         theirs = pool.submit(_side, target, tables, {})
-        chain = pool.submit(_chain, target_chain) if has_chain and not trust_copy else None
+        chain = pool.submit(chain_break, target_chain) if has_chain and not trust_copy else None
         (src, src_seq, src_head), (tgt, tgt_seq, tgt_head) = mine.result(), theirs.result()
         broken = chain.result() if chain else None
     checks = []
@@ -154,7 +149,7 @@ def verify(plane: Plane, tables: list[Table], source: psycopg.Connection, target
         if src[CHAIN_TABLE] == tgt[CHAIN_TABLE]:
             verified = IN_THE_COPY
         else:
-            broken = _chain(target_chain)
+            broken = chain_break(target_chain)
     sequences = {name: {"source": list(src_seq[name]), "target": list(tgt_seq.get(name, (None, None)))}
                  for name in src_seq}
     result = PlaneVerification(plane.key, *addresses, checks, sequences,
